@@ -1,0 +1,134 @@
+// Sandbox image chat driver (addon "sandbox").
+// Page contract (sandbox/page.py): #thread > .turn[data-role=user|assistant],
+// assistant turns have data-state=streaming|done|error, a .text child and
+// img.generated once generated; #composer is a contenteditable textbox;
+// #send is disabled while the composer is empty or a reply is streaming.
+// Waits use MutationObservers and load events, never polling.
+// Wrapped in a function so its names never clash with another addon in the same world.
+
+(() => {
+  const DEFAULT_TIMEOUT_MS = 120_000;
+  const SEND_ENABLE_TIMEOUT_MS = 5_000;
+  const IMAGE_APPEAR_GRACE_MS = 10_000; // a finished turn should already hold its image
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const assistantTurns = () => [...document.querySelectorAll('#thread .turn[data-role="assistant"]')];
+  const fail = (code, message, retryable) => SemantestAddon.error(code, message, retryable);
+
+  let knownTurns = new Set(); // assistant turns that existed before our prompt was sent
+
+  /**
+   * Resolves with check()'s first truthy value, re-checking on every mutation
+   * under `root`; rejects with `timeoutError` after `timeoutMs`.
+   */
+  function until(root, observeOptions, check, timeoutMs, timeoutError) {
+    return new Promise((resolve, reject) => {
+      const first = check();
+      if (first) return resolve(first);
+      const observer = new MutationObserver(() => {
+        const value = check();
+        if (value) finish(() => resolve(value));
+      });
+      const timer = setTimeout(() => finish(() => reject(timeoutError())), Math.max(0, timeoutMs));
+      function finish(settle) {
+        observer.disconnect();
+        clearTimeout(timer);
+        settle();
+      }
+      observer.observe(root, observeOptions);
+    });
+  }
+
+  /** How an error turn's text maps to a job error. */
+  function classifyError(text) {
+    if (/\b429\b|rate.?limit|too many requests/i.test(text)) return fail("RATE_LIMITED", text, true);
+    if (/\b40[13]\b|log(ged)?.?(in|out)|sign.?in|session expired/i.test(text)) return fail("LOGGED_OUT", text, true);
+    if (/\b5\d\d\b|stream ended|network|failed to fetch/i.test(text)) return fail("PROVIDER_ERROR", text, true);
+    return fail("GENERATION_FAILED", text || "the provider returned an error", false);
+  }
+
+  function detectState() {
+    if (!$("#composer") || !$("#send")) return "logged-out";
+    const turns = assistantTurns();
+    const last = turns[turns.length - 1];
+    if (!last) return "ready";
+    if (last.dataset.state === "streaming") return "busy";
+    if (last.dataset.state === "error") {
+      const code = classifyError($(".text", last)?.textContent || "").code;
+      if (code === "RATE_LIMITED") return "rate-limited";
+      if (code === "LOGGED_OUT") return "logged-out";
+      if (code === "GENERATION_FAILED") return "refused"; // the last prompt was refused; a new one may pass
+    }
+    return "ready";
+  }
+
+  /** Replaces the composer's content with `text` the way a person's typing would. */
+  function typeInto(composer, text) {
+    composer.focus();
+    const selection = getSelection();
+    const range = document.createRange();
+    range.selectNodeContents(composer);
+    selection.removeAllRanges();
+    selection.addRange(range);
+    document.execCommand("insertText", false, text);
+    const typed = (composer.innerText || "").replace(/\u00a0/g, " ").trim();
+    if (typed !== text.trim()) {
+      // execCommand can be refused (no focus in a background tab); fall back to a plain edit.
+      composer.textContent = text;
+      composer.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "insertText", data: text }));
+    }
+  }
+
+  async function submit(prompt, options, progress) {
+    const composer = $("#composer");
+    const send = $("#send");
+    if (!composer || !send) throw fail("PAGE_CHANGED", "no #composer or #send on this page", true);
+    knownTurns = new Set(assistantTurns());
+    typeInto(composer, prompt);
+    await until(send, { attributes: true, attributeFilter: ["disabled"] }, () => !send.disabled,
+      SEND_ENABLE_TIMEOUT_MS, () => fail("COMPOSER_STUCK", "the send button stayed disabled", true));
+    send.click();
+    progress(30, "waiting");
+  }
+
+  /** Resolves once `img` has loaded with a size; rejects if it fails or the deadline passes. */
+  function loaded(img, deadline) {
+    if (img.complete && img.naturalWidth > 0) return Promise.resolve(img);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => done(() => reject(
+        fail("PROVIDER_TIMEOUT", "the generated image did not finish loading", true))), deadline - Date.now());
+      const onLoad = () => done(() => img.naturalWidth > 0
+        ? resolve(img) : reject(fail("IMAGE_LOAD_FAILED", "the generated image is empty", true)));
+      const onError = () => done(() => reject(fail("IMAGE_LOAD_FAILED", `the generated image failed to load: ${img.src}`, true)));
+      function done(settle) {
+        clearTimeout(timer);
+        img.removeEventListener("load", onLoad);
+        img.removeEventListener("error", onError);
+        settle();
+      }
+      img.addEventListener("load", onLoad);
+      img.addEventListener("error", onError);
+    });
+  }
+
+  async function collect(progress, options = {}) {
+    const timeoutMs = Number(options.timeoutMs) > 0 ? Number(options.timeoutMs) : DEFAULT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const thread = $("#thread");
+    if (!thread) throw fail("PAGE_CHANGED", "no #thread on this page", true);
+
+    const finished = () => assistantTurns().find(
+      (turn) => !knownTurns.has(turn) && (turn.dataset.state === "done" || turn.dataset.state === "error"));
+    const turn = await until(thread, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"] },
+      finished, timeoutMs, () => fail("PROVIDER_TIMEOUT", `no finished reply within ${timeoutMs} ms`, true));
+    if (turn.dataset.state === "error") throw classifyError(($(".text", turn)?.textContent || "").trim());
+
+    await until(turn, { childList: true, subtree: true }, () => $("img.generated", turn),
+      Math.min(IMAGE_APPEAR_GRACE_MS, deadline - Date.now()), () => fail("NO_IMAGE", "the reply has no image", false));
+    const images = await Promise.all([...turn.querySelectorAll("img.generated")].map((img) => loaded(img, deadline)));
+    progress(80, "capturing");
+    return images.map((img) => ({ url: img.src, width: img.naturalWidth, height: img.naturalHeight }));
+  }
+
+  SemantestAddon.define({ id: "sandbox", version: "0.1.0", detectState, submit, collect });
+})();

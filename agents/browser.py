@@ -1,0 +1,98 @@
+"""Launch Chromium with the Semantest extension and bring it to "ready".
+
+Ready means: the extension's service worker is up, "Allow User Scripts" is on (clicked through
+`chrome://extensions` the first time; the profile remembers it), and the worker has been told
+where the controller and the bridge are, registered the addons and connected back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiofiles.os
+from playwright.async_api import BrowserContext, Playwright, Worker
+
+from extension_bridge import EXTENSION_DIR
+from semantest.config import CHROMIUM_ARGS
+
+log = logging.getLogger(__name__)
+
+#: How the service worker is told where to connect (see extension/service_worker.js).
+CONFIGURE_JS = "cfg => self.semantest.configure(cfg)"
+
+
+@dataclass
+class ExtensionBrowser:
+    """A running persistent context with the extension configured."""
+
+    context: BrowserContext
+    worker: Worker
+    extension_id: str
+    configured: dict[str, Any]
+
+
+async def launch(
+    playwright: Playwright,
+    *,
+    chromium: str,
+    profile_dir: Path,
+    controller_url: str,
+    bridge_url: str,
+    extension_dir: Path = EXTENSION_DIR,
+) -> ExtensionBrowser:
+    """Launch Chromium on `profile_dir` with the extension and configure it."""
+    started = time.perf_counter()
+    await aiofiles.os.makedirs(profile_dir, exist_ok=True)
+    context = await playwright.chromium.launch_persistent_context(
+        str(profile_dir),
+        executable_path=chromium,
+        headless=True,
+        args=[
+            *CHROMIUM_ARGS,
+            f"--disable-extensions-except={extension_dir}",
+            f"--load-extension={extension_dir}",
+        ],
+        viewport={"width": 1280, "height": 900},
+    )
+    worker = await _service_worker(context)
+    extension_id = worker.url.split("/")[2]
+    if not await worker.evaluate("() => typeof chrome.userScripts !== 'undefined'"):
+        await allow_user_scripts(context, extension_id)
+        worker = await _service_worker(context)
+    configured: dict[str, Any] = await worker.evaluate(
+        CONFIGURE_JS, {"controllerUrl": controller_url, "bridgeUrl": bridge_url}
+    )
+    log.info(
+        "browser ready in %.2f s (extension %s, addons %s)",
+        time.perf_counter() - started,
+        extension_id,
+        [a["id"] for a in configured.get("addons", [])],
+    )
+    return ExtensionBrowser(context, worker, extension_id, configured)
+
+
+async def allow_user_scripts(context: BrowserContext, extension_id: str) -> None:
+    """Turn on the per-extension "Allow User Scripts" toggle (stored in the profile)."""
+    page = await context.new_page()
+    try:
+        await page.goto(f"chrome://extensions/?id={extension_id}")
+        toggle = page.locator("#allow-user-scripts")
+        if await toggle.get_attribute("aria-pressed") != "true":
+            await toggle.click()
+        log.info("turned on Allow User Scripts for %s", extension_id)
+    finally:
+        await page.close()
+
+
+async def _service_worker(context: BrowserContext) -> Worker:
+    for worker in context.service_workers:
+        if worker.url.startswith("chrome-extension://"):
+            return worker
+    found: Worker = await context.wait_for_event(
+        "serviceworker", predicate=lambda w: w.url.startswith("chrome-extension://")
+    )
+    return found

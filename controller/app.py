@@ -1,0 +1,64 @@
+"""Assemble the controller: settings, clients, routers, error handlers. Nothing else lives here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from addons import ADDONS_DIR
+from addons.registry import Registry
+from controller import handlers
+from controller.middleware import RequestContext
+from controller.routes import addons, health, images
+from controller.state import AppState, hash_key
+from semantest import __version__
+from semantest.config import Settings, get_settings
+from semantest.jobstore import JobStore
+from semantest.storage import LocalStorage
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The controller app for `settings` (the environment's when omitted)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.redis_url is None:
+            raise RuntimeError("SEMANTEST_REDIS_URL is not set (semantest up sets it for you)")
+        redis = Redis.from_url(settings.redis_url, max_connections=512)
+        redis_sync = SyncRedis.from_url(settings.redis_url)
+        key_hashes = {}
+        if settings.admin_key is not None:
+            key_hashes[hash_key(settings.admin_key.get_secret_value())] = "admin"
+        app.state.semantest = AppState(
+            settings=settings,
+            redis=redis,
+            redis_sync=redis_sync,
+            jobs=JobStore(redis),
+            registry=Registry.load(ADDONS_DIR),
+            storage=LocalStorage(settings.images_dir),
+            key_hashes=key_hashes,
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            redis_sync.close()
+
+    app = FastAPI(
+        title="Semantest",
+        version=__version__,
+        summary="Chat-only image generators as an HTTP service.",
+        lifespan=lifespan,
+    )
+    api = APIRouter(prefix="/api/v1")
+    for module in (images, addons, health):
+        api.include_router(module.router)
+    app.include_router(api)
+    handlers.install(app)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,56 @@
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path).
+
+`RequestContext` gives every request an id (a sane incoming `X-Request-ID` is kept), echoes it
+in the response, and refuses bodies over the limit with `PAYLOAD_TOO_LARGE` before they are read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from semantest.errors import PayloadTooLarge
+
+_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class RequestContext:
+    """Request ids and the body size limit."""
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _RID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        raw_id = rid.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", raw_id))
+            await send(message)
+
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            err = PayloadTooLarge(f"request body over {self.max_body} bytes")
+            body = json.dumps(err.envelope(rid)).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": err.status,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,33 @@
+"""Putting jobs on RQ queues, by dotted path (the controller never imports `agents`)."""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from redis import Redis
+from rq import Queue, Retry
+
+from semantest import keys
+from semantest.config import Settings
+from semantest.models import JobRecord
+
+#: Seconds between attempts of a retryable failure (RQ's own Retry).
+RETRY_INTERVALS = [2, 10, 30]
+
+
+def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
+    queue = Queue(keys.queue_name(record.provider, record.priority.value), connection=redis)
+    retries = settings.max_attempts - 1
+    queue.enqueue_call(
+        func=keys.GENERATE_FUNC,
+        args=(record.id,),
+        job_id=record.id,  # one id for our record and RQ's job
+        timeout=settings.job_timeout_s,
+        result_ttl=3600,
+        failure_ttl=keys.RECORD_TTL_S,
+        retry=Retry(max=retries, interval=RETRY_INTERVALS[:retries]) if retries else None,
+    )
+
+
+async def enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
+    """Enqueue the job's execution; RQ's client is synchronous, so it runs off the loop."""
+    await to_thread.run_sync(_enqueue, redis, settings, record)

@@ -1,0 +1,44 @@
+"""Liveness and readiness: Redis reachable, queue depths, live agents, storage writable."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from controller.state import State
+from semantest import keys
+from semantest.models import KNOWN_PROVIDERS, Priority
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(state: State) -> JSONResponse:
+    """200 when the controller can take and serve jobs, 503 (same body) when it cannot."""
+    checks: dict[str, Any] = {}
+    queues = [keys.queue_name(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority]
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.ping()
+            for name in queues:
+                pipe.llen(keys.rq_queue_key(name))
+            pipe.zcount(keys.AGENTS, time.time() - keys.AGENT_TTL_S, "+inf")
+            replies = await pipe.execute()
+        checks["redis"] = "ok"
+        checks["queues"] = dict(zip(queues, replies[1:-1], strict=True))
+        checks["agents"] = replies[-1]
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    root = state.storage.root
+    checks["storage"] = (
+        "ok"
+        if os.access(root if root.exists() else root.parent, os.W_OK)
+        else ("error: not writable")
+    )
+    ok = checks["redis"] == "ok" and checks["storage"] == "ok"
+    return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)

@@ -1,0 +1,67 @@
+"""Image jobs: submit one prompt, read a job's status, download a stored image."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from controller.auth import CallerDep
+from controller.queueing import enqueue
+from controller.state import State
+from semantest.errors import ImageNotFound, JobNotFound, ValidationError
+from semantest.models import KNOWN_PROVIDERS, GenerateAccepted, GenerateRequest, JobRecord
+from semantest.storage import content_type_of, parse_key
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+
+@router.post(
+    "/generate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=GenerateAccepted,
+    response_model_by_alias=True,
+)
+async def generate(body: GenerateRequest, caller: CallerDep, state: State) -> GenerateAccepted:
+    """Queue one prompt; poll `statusUrl` for the result."""
+    if body.provider not in KNOWN_PROVIDERS:
+        raise ValidationError(
+            f"unknown provider {body.provider!r}",
+            [{"field": "provider", "reason": f"must be one of {list(KNOWN_PROVIDERS)}"}],
+        )
+    record = JobRecord(
+        tenant=caller.tenant,
+        provider=body.provider,
+        prompt=body.prompt,
+        options=body.options,
+        priority=body.priority,
+    )
+    # The record exists before the job is on a queue, so an agent always finds it.
+    await state.jobs.create(record)
+    await enqueue(state.redis_sync, state.settings, record)
+    return GenerateAccepted(
+        job_id=record.id,
+        status=record.status,
+        status_url=f"{state.settings.controller_url}/api/v1/images/status/{record.id}",
+    )
+
+
+@router.get("/status/{job_id}", response_model=JobRecord, response_model_by_alias=True)
+async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
+    """The job record; another tenant's job is indistinguishable from a missing one."""
+    record = await state.jobs.get(job_id) if len(job_id) <= 64 else None
+    if record is None or record.tenant != caller.tenant:
+        raise JobNotFound(f"no job {job_id!r}")
+    return record
+
+
+@router.get("/{key:path}", response_class=Response)
+async def image(key: str, request: Request, caller: CallerDep, state: State) -> Response:
+    """The stored image bytes. Keys are content addresses, so the ETag is the sha256."""
+    tenant, digest, _ext = parse_key(key)
+    if tenant != caller.tenant:
+        raise ImageNotFound(f"no image {key!r}")
+    etag = f'"{digest}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    data = await state.storage.get(key)
+    return Response(data, media_type=content_type_of(key), headers=headers)

@@ -1,0 +1,45 @@
+"""What the app holds for its lifetime (clients, registry, storage) and how routes get it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from addons.registry import Registry
+from semantest.config import Settings
+from semantest.jobstore import JobStore
+from semantest.storage import LocalStorage
+
+
+@dataclass
+class AppState:
+    """Long-lived objects of one controller process."""
+
+    settings: Settings
+    redis: Redis
+    #: RQ's enqueue is synchronous; it runs in a worker thread on this client.
+    redis_sync: SyncRedis
+    jobs: JobStore
+    registry: Registry
+    storage: LocalStorage
+    #: sha256 of each API key → tenant. Keys are never kept in clear.
+    key_hashes: dict[str, str]
+
+
+def hash_key(key: str) -> str:
+    """How API keys are stored and compared."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def get_state(request: Request) -> AppState:
+    """The app's state (FastAPI dependency)."""
+    state: AppState = request.app.state.semantest
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]

@@ -1,0 +1,146 @@
+// Semantest addon runtime. Injected (USER_SCRIPT world) before every addon.
+// An addon calls SemantestAddon.define(driver) with
+//   {id, version, detectState(), submit(prompt, options, progress), collect(progress, options)}
+// and the runtime does the rest: connects to the service worker, says
+// `addon.ready`, runs `job.run` messages through the driver and posts
+// `job.progress`, `job.result` or `job.error` back.
+(() => {
+  if (globalThis.SemantestAddon) return; // already injected by another addon on this page
+
+  const STATES = ["ready", "busy", "logged-out", "rate-limited", "refused"];
+  // A page in one of these states cannot take a job; the agent may retry elsewhere.
+  const BLOCKING_STATES = {
+    busy: "ADDON_BUSY",
+    "logged-out": "LOGGED_OUT",
+    "rate-limited": "RATE_LIMITED",
+  };
+
+  /** An Error carrying a job error code; drivers throw these. */
+  function error(code, message, retryable = false) {
+    const err = new Error(message);
+    err.code = code;
+    err.retryable = retryable;
+    return err;
+  }
+
+  function define(driver) {
+    for (const name of ["id", "version"]) {
+      if (!driver?.[name]) throw new Error(`SemantestAddon.define: driver.${name} is missing`);
+    }
+    for (const name of ["detectState", "submit", "collect"]) {
+      if (typeof driver[name] !== "function") throw new Error(`SemantestAddon.define: driver.${name}() is missing`);
+    }
+
+    let port = null;
+    let running = null; // jobId of the job in progress
+    let retries = 0;     // reconnect attempts since the last port that lived a while
+    let connectedAt = 0;
+
+    function detectState() {
+      try {
+        const state = driver.detectState();
+        return STATES.includes(state) ? state : "ready";
+      } catch (err) {
+        console.warn("[semantest] detectState failed", err);
+        return "ready";
+      }
+    }
+
+    function connect() {
+      if (port) return; // post() reconnected already
+      try {
+        port = chrome.runtime.connect({ name: "addon:" + driver.id });
+      } catch (err) {
+        port = null; // extension reloaded or removed: this page's runtime is orphaned
+        console.warn("[semantest] cannot connect to the extension:", err.message);
+        return;
+      }
+      connectedAt = Date.now();
+      port.onMessage.addListener(onMessage);
+      port.onDisconnect.addListener(() => {
+        // The service worker restarted (or the extension went away): connect again.
+        port = null;
+        void chrome.runtime.lastError;
+        if (Date.now() - connectedAt > 5000) retries = 0;
+        const delay = retries === 0 ? 0 : Math.min(100 * 2 ** retries, 5000);
+        retries++;
+        setTimeout(connect, delay);
+      });
+      post({
+        type: "addon.ready",
+        addonId: driver.id,
+        addonVersion: driver.version,
+        url: location.href,
+        state: detectState(),
+      });
+    }
+
+    function post(message) {
+      if (!port) connect();
+      try {
+        port?.postMessage(message);
+      } catch (err) {
+        console.warn("[semantest] could not post", message.type, err.message);
+      }
+    }
+
+    function onMessage(message) {
+      if (message?.type === "job.run") runJob(message);
+    }
+
+    async function runJob({ jobId, prompt, options = {} }) {
+      const fail = (err) => post({
+        type: "job.error",
+        jobId,
+        code: err?.code || "ADDON_ERROR",
+        message: String(err?.message || err),
+        retryable: err?.retryable === true,
+      });
+      if (running) return fail(error("ADDON_BUSY", `job ${running} is still running in this tab`, true));
+      const state = detectState();
+      if (BLOCKING_STATES[state]) return fail(error(BLOCKING_STATES[state], `the page is ${state}`, true));
+
+      running = jobId;
+      const progress = (percent, stage, message) => post({
+        type: "job.progress",
+        jobId,
+        progress: Math.max(0, Math.min(100, Math.round(percent))),
+        stage,
+        ...(message ? { message: String(message) } : {}),
+      });
+      try {
+        progress(10, "typing");
+        await driver.submit(prompt, options, progress);
+        const found = await driver.collect(progress, options);
+        const images = await Promise.all((found || []).map(describeImage));
+        post({ type: "job.result", jobId, images });
+      } catch (err) {
+        fail(err);
+      } finally {
+        running = null;
+      }
+    }
+
+    connect();
+  }
+
+  /** {url, width, height} with an absolute URL; `blob:`/`data:` images also carry their bytes as dataUrl. */
+  async function describeImage(image) {
+    const url = new URL(image.url, location.href).href;
+    const described = { url, width: image.width | 0, height: image.height | 0 };
+    if (url.startsWith("data:")) {
+      described.dataUrl = url;
+    } else if (url.startsWith("blob:")) {
+      const blob = await (await fetch(url)).blob();
+      described.dataUrl = await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      });
+    }
+    return described;
+  }
+
+  globalThis.SemantestAddon = { define, error };
+})();

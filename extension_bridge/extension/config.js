@@ -1,0 +1,40 @@
+// Stored configuration: where the controller (addon index) and the bridge (jobs) live.
+// Kept in chrome.storage.local so a restarted service worker picks it up again.
+
+const KEY = "config";
+
+/** Returns the stored {controllerUrl, bridgeUrl}, or null when never configured. */
+export async function loadConfig() {
+  const stored = await chrome.storage.local.get(KEY);
+  return stored[KEY] || null;
+}
+
+/** Validates, normalises and stores a config; returns what was stored. */
+export async function saveConfig(input) {
+  const config = normalizeConfig(input);
+  await chrome.storage.local.set({ [KEY]: config });
+  return config;
+}
+
+/** Throws an Error naming the bad field; otherwise returns a clean copy. */
+export function normalizeConfig(input) {
+  if (!input || typeof input !== "object") {
+    throw new Error("configure() needs an object {controllerUrl, bridgeUrl}");
+  }
+  const controllerUrl = checkUrl("controllerUrl", input.controllerUrl, ["http:", "https:"]);
+  const bridgeUrl = checkUrl("bridgeUrl", input.bridgeUrl, ["ws:", "wss:"]);
+  return { controllerUrl: controllerUrl.replace(/\/+$/, ""), bridgeUrl };
+}
+
+function checkUrl(name, value, protocols) {
+  let url;
+  try {
+    url = new URL(String(value || ""));
+  } catch {
+    throw new Error(`${name} is not a valid URL: ${JSON.stringify(value)}`);
+  }
+  if (!protocols.includes(url.protocol)) {
+    throw new Error(`${name} must start with ${protocols.join(" or ")}//, got ${url.protocol}//`);
+  }
+  return url.href;
+}

@@ -1,0 +1,125 @@
+// Semantest service worker: wires the stored config, the addons (user
+// scripts), the bridge WebSocket and the addon ports together.
+//
+// Entry points:
+//   self.semantest.configure({controllerUrl, bridgeUrl})  (agents, via Playwright worker.evaluate)
+//   self.semantest.status()
+//   chrome.runtime messages "semantest.configure" / "semantest.status" (options page)
+// On every service-worker start a stored config is applied again.
+
+import { loadConfig, saveConfig } from "./config.js";
+import { registeredAddons, syncAddons, userScriptsAvailable } from "./addons.js";
+import { Bridge } from "./bridge.js";
+import { AddonPorts } from "./ports.js";
+
+const EXTENSION_VERSION = chrome.runtime.getManifest().version;
+const REFRESH_ALARM = "semantest-refresh";
+const REFRESH_MINUTES = 1;
+const BRIDGE_OPEN_TIMEOUT_MS = 10_000;
+const USER_SCRIPTS_OFF = "Allow User Scripts is off for this extension";
+
+const bridge = new Bridge({
+  onMessage: fromBridge,
+  helloPayload: () => ({
+    extensionVersion: EXTENSION_VERSION,
+    userScripts: userScriptsAvailable(),
+    addons: registeredAddons(),
+  }),
+});
+const ports = new AddonPorts((type, fields) => bridge.send(type, fields));
+
+function fromBridge(message) {
+  if (message.type === "job.run") {
+    ports.runJob(message);
+  } else {
+    console.warn("[semantest] ignoring bridge message", message.type);
+  }
+}
+
+// One apply at a time: configure, start-up and the refresh alarm never interleave.
+let queue = Promise.resolve();
+function serialized(task) {
+  const run = queue.then(task);
+  queue = run.catch(() => {});
+  return run;
+}
+
+/**
+ * Registers the addons from `config.controllerUrl` and connects the bridge.
+ * Resolves {userScripts, addons, bridge: "open"} once both are done.
+ */
+async function apply(config, { force = false } = {}) {
+  const allowed = userScriptsAvailable();
+  let changed = false;
+  let syncError = null;
+  if (allowed) {
+    try {
+      ({ changed } = await syncAddons(config.controllerUrl, { force }));
+    } catch (err) {
+      syncError = err;
+    }
+  }
+  bridge.connect(config.bridgeUrl); // `hello` on open carries the addons just registered
+  if (changed && bridge.state === "open") bridge.sendHello(); // tell the agent about new versions
+  if (!allowed) throw new Error(USER_SCRIPTS_OFF);
+  if (syncError) throw syncError;
+  await bridge.whenOpen(BRIDGE_OPEN_TIMEOUT_MS);
+  return { userScripts: true, addons: registeredAddons(), bridge: "open" };
+}
+
+function configure(input) {
+  return serialized(async () => apply(await saveConfig(input)));
+}
+
+function reapplyStored({ force = false } = {}) {
+  return serialized(async () => {
+    const config = await loadConfig();
+    return config ? apply(config, { force }) : null;
+  });
+}
+
+async function status() {
+  return {
+    extensionVersion: EXTENSION_VERSION,
+    config: await loadConfig(),
+    userScripts: userScriptsAvailable(),
+    addons: registeredAddons(),
+    bridge: bridge.state,
+    tabs: ports.list(),
+  };
+}
+
+self.semantest = { configure, status, refresh: () => reapplyStored({ force: true }) };
+
+// --- listeners (registered synchronously at start so wake-up events are not lost) ---
+
+chrome.runtime.onUserScriptConnect.addListener((port) => ports.attach(port));
+
+chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
+  if (sender.id !== chrome.runtime.id || !sender.url?.startsWith(chrome.runtime.getURL(""))) return false;
+  const handlers = {
+    "semantest.configure": () => configure(message.config),
+    "semantest.status": () => status(),
+    "semantest.refresh": () => reapplyStored({ force: true }),
+  };
+  const handler = handlers[message?.type];
+  if (!handler) return false;
+  handler().then(
+    (result) => sendResponse({ ok: true, result }),
+    (err) => sendResponse({ ok: false, error: String(err?.message || err) }),
+  );
+  return true; // answer asynchronously
+});
+
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name !== REFRESH_ALARM) return;
+  reapplyStored().catch((err) => console.warn("[semantest] refresh failed:", err.message));
+});
+
+// --- start-up ---
+
+chrome.alarms.get(REFRESH_ALARM).then((alarm) => {
+  if (!alarm) chrome.alarms.create(REFRESH_ALARM, { periodInMinutes: REFRESH_MINUTES });
+});
+
+reapplyStored().catch((err) => console.warn("[semantest] start-up:", err.message));

@@ -1,0 +1,158 @@
+"""Bridge protocol v1: every message between an agent and its extension.
+
+The WebSocket carries JSON objects; each has `type`, `id` and `protocol`. `parse()` turns a raw
+frame into the right model (or raises `ProtocolError` naming the problem); `dump()` is the
+other way. `python -m extension_bridge.protocol` prints the JSON Schema the extension is
+written against (`extension/protocol_schema.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+
+PROTOCOL_VERSION: Literal[1] = 1
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid message of this protocol version."""
+
+
+class Message(BaseModel):
+    """Fields every bridge message carries."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    protocol: Literal[1] = PROTOCOL_VERSION
+
+
+class AddonVersion(BaseModel):
+    """An addon the extension has registered."""
+
+    id: str
+    version: str
+
+
+class Hello(Message):
+    """Extension → agent, first message after connecting."""
+
+    type: Literal["hello"] = "hello"
+    extension_version: str
+    user_scripts: bool
+    addons: list[AddonVersion] = Field(default_factory=list)
+
+
+class Ping(Message):
+    """Keepalive (either way); answered with `pong`."""
+
+    type: Literal["ping"] = "ping"
+
+
+class Pong(Message):
+    """Answer to `ping`."""
+
+    type: Literal["pong"] = "pong"
+
+
+class AddonReady(Message):
+    """Extension → agent: an addon in a tab connected and can take jobs."""
+
+    type: Literal["addon.ready"] = "addon.ready"
+    tab_id: int
+    url: str
+    addon_id: str
+    addon_version: str
+    state: str = "ready"
+
+
+class JobRun(Message):
+    """Agent → extension: run one prompt with the addon in `tab_id`."""
+
+    type: Literal["job.run"] = "job.run"
+    tab_id: int
+    job_id: str
+    prompt: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobProgress(Message):
+    """Extension → agent: a step of a running job."""
+
+    type: Literal["job.progress"] = "job.progress"
+    tab_id: int | None = None
+    job_id: str
+    progress: Annotated[int, Field(ge=0, le=100)]
+    stage: str
+    message: str | None = None
+
+
+class CapturedImage(BaseModel):
+    """An image the addon saw: its URL, and the bytes as a data: URL for blob:/data: images."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    url: str
+    width: int | None = None
+    height: int | None = None
+    data_url: str | None = None
+
+
+class JobResult(Message):
+    """Extension → agent: the job's images."""
+
+    type: Literal["job.result"] = "job.result"
+    tab_id: int | None = None
+    job_id: str
+    images: list[CapturedImage]
+
+
+class JobErrorMessage(Message):
+    """Extension → agent: the job failed in the page."""
+
+    type: Literal["job.error"] = "job.error"
+    tab_id: int | None = None
+    job_id: str
+    code: str
+    message: str
+    retryable: bool = False
+
+
+AnyMessage = Annotated[
+    Hello | Ping | Pong | AddonReady | JobRun | JobProgress | JobResult | JobErrorMessage,
+    Field(discriminator="type"),
+]
+_adapter: TypeAdapter[AnyMessage] = TypeAdapter(AnyMessage)
+
+
+def parse(frame: str | bytes) -> AnyMessage:
+    """Validate one frame into its message model."""
+    try:
+        return _adapter.validate_json(frame)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ProtocolError(f"invalid bridge message: {problems}") from None
+
+
+def dump(message: Message) -> str:
+    """Serialise a message for the wire (camelCase)."""
+    return message.model_dump_json(by_alias=True)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every message, for the extension and for docs."""
+    return _adapter.json_schema(by_alias=True)
+
+
+if __name__ == "__main__":
+    json.dump(json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,27 @@
+"""Command line entry: ``python -m sandbox [--host 127.0.0.1] [--port 8001]``.
+
+Runs the sandbox provider under uvicorn with quiet logging, for demos and manual checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from sandbox.app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and serve the sandbox app until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="TCP port (8001)")
+    args = parser.parse_args(argv)
+    # Build the app first so a bad SEMANTEST_SANDBOX_LATENCY_MS fails before binding.
+    app = create_app()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The sandbox provider's HTTP app: chat page, streamed conversation API and image route.
+
+It imitates the parts of a real image-chat provider that automation has to cope with: a
+session cookie, a nonce-only script CSP, a streamed reply with configurable latency, and
+images that are only served to the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from sandbox.page import chat_page_html
+from sandbox.store import ImageStore
+
+LATENCY_ENV = "SEMANTEST_SANDBOX_LATENCY_MS"
+SESSION_COOKIE = "sandbox_session"
+IMAGE_SIZE = 512
+MAX_PROMPT_CHARS = 4000
+_DELTA_COUNT = 5
+_REPLY_PROMPT_CHARS = 120
+
+
+class ConversationIn(BaseModel):
+    """Body of ``POST /api/conversation``."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+
+
+def latency_from_env() -> int:
+    """Read the reply latency (ms) from ``SEMANTEST_SANDBOX_LATENCY_MS``; 0 when unset."""
+    raw = os.environ.get(LATENCY_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{LATENCY_ENV} must be an integer number of ms, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{LATENCY_ENV} must be >= 0, got {value}")
+    return value
+
+
+def reply_chunks(prompt: str, count: int = _DELTA_COUNT) -> list[str]:
+    """Split the assistant's short reply into ``count`` non-empty-when-possible deltas."""
+    subject = " ".join(prompt.split())
+    if len(subject) > _REPLY_PROMPT_CHARS:
+        subject = subject[: _REPLY_PROMPT_CHARS - 1] + "…"
+    reply = f"Here is an image of {subject}."
+    step = -(-len(reply) // count)  # ceiling division keeps the chunk count at most `count`
+    return [reply[i : i + step] for i in range(0, len(reply), step)]
+
+
+def _ndjson(obj: dict[str, object]) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _no_session() -> JSONResponse:
+    return JSONResponse({"error": "no session"}, status_code=403)
+
+
+def _csp(nonce: str) -> str:
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'nonce-{nonce}'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: blob:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def create_app(latency_ms: int | None = None) -> FastAPI:
+    """Build a sandbox provider app.
+
+    ``latency_ms`` is the time from a conversation request to its image line; when None it
+    comes from ``SEMANTEST_SANDBOX_LATENCY_MS`` (default 0, invalid values raise ValueError).
+    """
+    latency = latency_from_env() if latency_ms is None else latency_ms
+    if latency < 0:
+        raise ValueError(f"latency_ms must be >= 0, got {latency}")
+    store = ImageStore()
+    app = FastAPI(title="Semantest sandbox provider", docs_url=None, redoc_url=None)
+
+    @app.get("/")
+    def root() -> RedirectResponse:
+        """Send visitors to the chat page."""
+        return RedirectResponse("/chat")
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        """Liveness plus the configured latency."""
+        return {"ok": True, "latencyMs": latency}
+
+    @app.get("/chat")
+    def chat(request: Request) -> Response:
+        """Serve the chat page with a fresh script nonce; start a session if there is none."""
+        nonce = secrets.token_urlsafe(18)
+        response = Response(chat_page_html(nonce), media_type="text/html; charset=utf-8")
+        response.headers["Content-Security-Policy"] = _csp(nonce)
+        # A cached page would carry a stale nonce.
+        response.headers["Cache-Control"] = "no-store"
+        if not request.cookies.get(SESSION_COOKIE):
+            response.set_cookie(
+                SESSION_COOKIE, secrets.token_urlsafe(24), path="/", httponly=True, samesite="lax"
+            )
+        return response
+
+    @app.post("/api/conversation", response_model=None)
+    async def conversation(request: Request, body: ConversationIn) -> Response:
+        """Stream the reply as NDJSON: deltas, then the image line, then done."""
+        if not request.cookies.get(SESSION_COOKIE):
+            return _no_session()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        key = store.remember(body.prompt)
+        chunks = reply_chunks(body.prompt)
+
+        async def lines() -> AsyncIterator[bytes]:
+            for n, chunk in enumerate(chunks, start=1):
+                if latency:
+                    # Sleep to a deadline rather than a fixed step so the total stays ≈ latency
+                    # however long serialisation and sending take.
+                    deadline = started + latency / 1000 * n / len(chunks)
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                yield _ndjson({"type": "delta", "text": chunk})
+            yield _ndjson(
+                {
+                    "type": "image",
+                    "url": f"/img/{key}.png",
+                    "width": IMAGE_SIZE,
+                    "height": IMAGE_SIZE,
+                }
+            )
+            yield _ndjson({"type": "done"})
+
+        return StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/img/{image_id}.png", response_model=None)
+    def image(request: Request, image_id: str) -> Response:
+        """Serve a generated image to a session; 404 for ids this app never produced."""
+        if not request.cookies.get(SESSION_COOKIE):
+            return _no_session()
+        data = store.png(image_id)
+        if data is None:
+            return JSONResponse({"error": "unknown image"}, status_code=404)
+        return Response(
+            data,
+            media_type="image/png",
+            headers={"Cache-Control": "private, max-age=86400, immutable"},
+        )
+
+    return app

@@ -1,0 +1,201 @@
+"""The sandbox chat page: HTML, CSS and the inline script that drives the conversation.
+
+It lives in a Python module (not a static file) so it ships with the package without extra
+package-data, and so the per-response CSP nonce can be stamped onto the script tag.
+
+DOM contract relied on by the provider addons (keep the selectors exact):
+  #thread > .turn[data-role=user|assistant]; assistant turns carry
+  data-state=streaming|done|error, a .text child and, once generated, img.generated.
+  #composer is a contenteditable textbox; #send (data-testid=send-button) is disabled while
+  the composer is empty or a reply is streaming. Enter without Shift sends.
+"""
+
+from __future__ import annotations
+
+_NONCE_MARK = "__SANDBOX_NONCE__"
+
+_SCRIPT = r"""
+(() => {
+  "use strict";
+  const thread = document.getElementById("thread");
+  const composer = document.getElementById("composer");
+  const send = document.getElementById("send");
+  let busy = false;
+
+  function composerText() {
+    return (composer.innerText || "").replace(/\u00a0/g, " ").trim();
+  }
+
+  function refresh() {
+    send.disabled = busy || composerText().length === 0;
+  }
+
+  // Attributes are set before insertion so observers never see a half-made turn.
+  function addTurn(role, state) {
+    const turn = document.createElement("div");
+    turn.className = "turn";
+    turn.dataset.role = role;
+    if (state) turn.dataset.state = state;
+    const text = document.createElement("div");
+    text.className = "text";
+    turn.appendChild(text);
+    thread.appendChild(turn);
+    turn.scrollIntoView({block: "end"});
+    return turn;
+  }
+
+  async function waitForImage(img) {
+    try {
+      await img.decode();
+    } catch (_) {
+      if (!(img.complete && img.naturalWidth > 0)) throw new Error("image failed to load");
+    }
+  }
+
+  // Returns true once the "done" line has been handled.
+  async function handleLine(line, turn, text, state) {
+    const ev = JSON.parse(line);
+    if (ev.type === "delta") {
+      text.textContent += ev.text;
+    } else if (ev.type === "image") {
+      const img = document.createElement("img");
+      img.className = "generated";
+      img.alt = "generated image";
+      img.src = ev.url;
+      turn.appendChild(img);
+      state.img = img;
+    } else if (ev.type === "error") {
+      throw new Error(ev.message || "provider error");
+    } else if (ev.type === "done") {
+      // "done" promises a displayable image, as a real provider's finished turn does.
+      if (state.img) await waitForImage(state.img);
+      return true;
+    }
+    return false;
+  }
+
+  async function stream(prompt, turn, text) {
+    const resp = await fetch("/api/conversation", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/x-ndjson"},
+      body: JSON.stringify({prompt}),
+    });
+    if (!resp.ok) {
+      let msg = "HTTP " + resp.status;
+      try {
+        const body = await resp.json();
+        msg += ": " + (body.error || JSON.stringify(body.detail));
+      } catch (_) { /* non-JSON error body: the status is all we have */ }
+      throw new Error(msg);
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    const state = {img: null};
+    let buf = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      buf += done ? decoder.decode() : decoder.decode(value, {stream: true});
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line && await handleLine(line, turn, text, state)) return;
+      }
+      if (done) break;
+    }
+    if (buf.trim() && await handleLine(buf.trim(), turn, text, state)) return;
+    throw new Error("stream ended before done");
+  }
+
+  async function submit() {
+    const prompt = composerText();
+    if (busy || !prompt) return;
+    busy = true;
+    const user = addTurn("user", null);
+    user.querySelector(".text").textContent = prompt;
+    composer.textContent = "";
+    refresh();
+    const turn = addTurn("assistant", "streaming");
+    const text = turn.querySelector(".text");
+    try {
+      await stream(prompt, turn, text);
+      turn.dataset.state = "done";
+    } catch (err) {
+      text.textContent = String((err && err.message) || err);
+      turn.dataset.state = "error";
+    } finally {
+      busy = false;
+      refresh();
+      turn.scrollIntoView({block: "end"});
+    }
+  }
+
+  composer.addEventListener("input", refresh);
+  // Catch programmatic edits (textContent, DOM insertion) that fire no input event.
+  new MutationObserver(refresh).observe(
+    composer, {childList: true, subtree: true, characterData: true});
+  composer.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      submit();
+    }
+  });
+  // Keep the composer plain text, as ProseMirror-style editors do on paste.
+  composer.addEventListener("paste", (ev) => {
+    ev.preventDefault();
+    const pasted = ev.clipboardData ? ev.clipboardData.getData("text/plain") : "";
+    document.execCommand("insertText", false, pasted);
+  });
+  send.addEventListener("click", () => { submit(); });
+  refresh();
+  composer.focus();
+})();
+"""
+
+_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sandbox image chat</title>
+<link rel="icon" href="data:,">
+<style>
+  body { margin: 0; font: 15px/1.45 system-ui, sans-serif; background: #f6f6f4; color: #1b1b1b;
+         display: flex; flex-direction: column; height: 100vh; }
+  header { padding: 10px 16px; font-weight: 600; border-bottom: 1px solid #ddd; }
+  #thread { flex: 1; overflow-y: auto; padding: 16px; display: flex; flex-direction: column;
+            gap: 12px; }
+  .turn { max-width: 720px; padding: 10px 14px; border-radius: 12px; white-space: pre-wrap; }
+  .turn[data-role=user] { align-self: flex-end; background: #dfe9ff; }
+  .turn[data-role=assistant] { align-self: flex-start; background: #fff;
+                               border: 1px solid #e2e2e2; }
+  .turn[data-state=error] { border-color: #d33; color: #a11; }
+  img.generated { display: block; margin-top: 8px; max-width: 100%; height: auto;
+                  border-radius: 8px; }
+  .composer-bar { display: flex; gap: 8px; padding: 12px 16px; border-top: 1px solid #ddd; }
+  #composer { flex: 1; min-height: 24px; max-height: 200px; overflow-y: auto; padding: 8px 12px;
+              border: 1px solid #bbb; border-radius: 10px; background: #fff; outline: none;
+              white-space: pre-wrap; }
+  #composer:empty::before { content: attr(data-placeholder); color: #999; }
+  #send { padding: 0 16px; border-radius: 10px; border: 0; background: #1b1b1b; color: #fff; }
+  #send:disabled { background: #aaa; }
+</style>
+</head>
+<body>
+<header>Sandbox image chat</header>
+<div id="thread" role="log" aria-live="polite"></div>
+<div class="composer-bar">
+  <div id="composer" contenteditable="true" role="textbox" aria-label="Message"
+       aria-multiline="true" data-placeholder="Describe an image"></div>
+  <button id="send" type="button" data-testid="send-button" aria-label="Send" disabled>Send</button>
+</div>
+<script nonce="__SANDBOX_NONCE__">__SANDBOX_SCRIPT__</script>
+</body>
+</html>
+"""
+
+
+def chat_page_html(nonce: str) -> str:
+    """Return the chat page whose only script carries ``nonce`` (matching the CSP header)."""
+    return _HTML.replace("__SANDBOX_SCRIPT__", _SCRIPT).replace(_NONCE_MARK, nonce)

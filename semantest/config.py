@@ -1,0 +1,108 @@
+"""Settings: the one place configuration is read (environment variables prefixed `SEMANTEST_`).
+
+`get_settings()` parses the environment once per process; every other module takes a
+`Settings` instance rather than reading `os.environ` itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where Debian and most distributions put Chromium; checked in this order.
+CHROMIUM_CANDIDATES = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+)
+
+#: Flags every managed browser gets (SPEC §4). Without the networking flags Chromium floods a
+#: closed network with refused connections.
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+)
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def find_chromium() -> str | None:
+    """Return the path of an installed Chromium, or None when there is none."""
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Settings(BaseSettings):
+    """Every setting of a Semantest deployment; env var = `SEMANTEST_` + upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMANTEST_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    #: Unset means "`semantest up` starts its own redis-server".
+    redis_url: str | None = None
+    #: Bootstrap API key of tenant `admin`. Unset: `semantest up` generates one per run.
+    admin_key: SecretStr | None = None
+    data_dir: Path = Path("data")
+    chromium: str | None = Field(default_factory=find_chromium)
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: Port = 8001
+    sandbox_latency_ms: Annotated[int, Field(ge=0, le=600_000)] = 0
+    #: Public base URL of the controller, used in `statusUrl` and by extensions. Defaults to
+    #: http://host:port.
+    public_url: str | None = None
+    #: Addon GETs need no key by default: extension installs fetch them (SPEC §3).
+    addons_public: bool = True
+    #: Seconds one job may run before the agent gives up on it.
+    job_timeout_s: Annotated[int, Field(ge=5, le=3600)] = 180
+    #: Attempts for retryable failures (agent crash, provider timeout).
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    #: Largest image an agent accepts from a provider page.
+    max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def controller_url(self) -> str:
+        """The URL clients and extensions use to reach the controller."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def sandbox_url(self) -> str:
+        """Base URL of the embedded sandbox provider."""
+        return f"http://{self.sandbox_host}:{self.sandbox_port}"
+
+    @property
+    def images_dir(self) -> Path:
+        """Root of local image storage."""
+        return self.data_dir / "images"
+
+    @property
+    def profiles_dir(self) -> Path:
+        """Root of per-agent browser profiles."""
+        return self.data_dir / "profiles"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed from the environment once."""
+    return Settings()

@@ -1,0 +1,92 @@
+"""Job records in Redis: create, read, and change them atomically with their event stream.
+
+Both the controller and the agents go through `JobStore`, so the rules about records live in
+one place: every change is a compare-and-set (WATCH/MULTI) that also appends an event, and a
+record in a terminal status is never changed again — which is what makes "executed at least
+once, recorded exactly once" hold when two attempts of the same job race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from semantest import keys
+from semantest.models import JobEvent, JobRecord
+
+
+class TerminalRecord(Exception):
+    """The record is already final; the change was not applied."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(f"job {record.id} is already {record.status.value}")
+        self.record = record
+
+
+class JobStore:
+    """Typed access to job records; one instance per Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def create(self, record: JobRecord) -> None:
+        """Store a new record and its first event."""
+        event = _event(record)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.job(record.id), record.to_json(), ex=keys.RECORD_TTL_S, nx=True)
+            pipe.xadd(keys.job_events(record.id), event, maxlen=keys.EVENTS_MAXLEN)
+            pipe.expire(keys.job_events(record.id), keys.RECORD_TTL_S)
+            await pipe.execute()
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The record, or None when there is no such job."""
+        raw = await self.redis.get(keys.job(job_id))
+        return None if raw is None else JobRecord.from_json(raw)
+
+    async def update(
+        self, job_id: str, change: Callable[[JobRecord], None], *, allow_terminal: bool = False
+    ) -> JobRecord:
+        """Apply `change` to the current record atomically and append an event.
+
+        Raises `KeyError` for an unknown job and `TerminalRecord` when the record is already
+        final (unless `allow_terminal`), so a late or duplicate attempt can never overwrite a
+        recorded result.
+        """
+        key = keys.job(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise KeyError(job_id)
+                    record = JobRecord.from_json(raw)
+                    if record.status.terminal and not allow_terminal:
+                        raise TerminalRecord(record)
+                    change(record)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, record.to_json(), ex=keys.RECORD_TTL_S)
+                    pipe.xadd(keys.job_events(job_id), _event(record), maxlen=keys.EVENTS_MAXLEN)
+                    await pipe.execute()
+                    return record
+                except WatchError:
+                    continue
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """The job's events, oldest first."""
+        entries = await self.redis.xrange(keys.job_events(job_id)) or []
+        return [JobEvent.model_validate_json(fields[b"event"]) for _id, fields in entries if fields]
+
+
+def _event(record: JobRecord) -> dict[Any, Any]:
+    event = JobEvent(
+        job_id=record.id,
+        status=record.status,
+        progress=record.progress,
+        stage=record.stage,
+        detail={"error": record.error.code} if record.error else {},
+    )
+    return {"event": event.model_dump_json(by_alias=True)}

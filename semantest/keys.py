@@ -1,0 +1,49 @@
+"""Every Redis key and RQ queue name Semantest uses, in one place.
+
+Our own keys live under `semantest:`; RQ keeps its own under `rq:` and we only name its
+queues here (and read their length for health and pressure).
+"""
+
+from __future__ import annotations
+
+PREFIX = "semantest"
+
+#: Live agents: sorted set, member = agent id, score = last heartbeat (unix seconds).
+AGENTS = f"{PREFIX}:agents"
+#: Seconds after which an agent without a heartbeat counts as gone.
+AGENT_TTL_S = 15
+
+
+def job(job_id: str) -> str:
+    """The job record (JSON string)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """The job's event stream (Redis stream of transitions and progress)."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def agent(agent_id: str) -> str:
+    """An agent's heartbeat record (JSON, expires after AGENT_TTL_S)."""
+    return f"{PREFIX}:agent:{agent_id}"
+
+
+def queue_name(provider: str, priority: str = "normal") -> str:
+    """The RQ queue for one provider and priority lane; agents listen on their providers'."""
+    return f"{PREFIX}.{provider}.{priority}"
+
+
+def rq_queue_key(name: str) -> str:
+    """RQ's own list key for a queue name (RQ's `Queue.key`)."""
+    return f"rq:queue:{name}"
+
+
+#: Dotted path of the job function the controller enqueues; it lives in `agents` and the
+#: controller must not import it.
+GENERATE_FUNC = "agents.jobs.generate"
+
+#: How long job records and their event streams are kept (seconds).
+RECORD_TTL_S = 7 * 24 * 3600
+#: Cap on one job's event stream length.
+EVENTS_MAXLEN = 1000

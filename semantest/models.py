@@ -1,0 +1,160 @@
+"""The job contract (SPEC §2): statuses, requests, the job record and its parts.
+
+One source of truth for what a job is, shared by the controller (HTTP), the agents (which
+update records) and clients. Python names are snake_case; JSON is camelCase through aliases,
+so `JobRecord.model_dump_json(by_alias=True)` is exactly what the API returns and what is stored
+in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+#: Providers this build can drive; the controller rejects anything else with 422.
+KNOWN_PROVIDERS = ("sandbox",)
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life: queued → leased → running → succeeded | failed | canceled."""
+
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """True when the job will not change any more."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class Priority(str, Enum):
+    """Queue lane of a job."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class Stage(str, Enum):
+    """Short label of what a running job is doing, carried by progress events."""
+
+    QUEUED = "queued"
+    OPENING = "opening"
+    TYPING = "typing"
+    WAITING = "waiting"
+    CAPTURING = "capturing"
+    STORING = "storing"
+    DONE = "done"
+
+
+class CamelModel(BaseModel):
+    """Base for every JSON-facing model: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
+    )
+
+
+Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+
+
+class JobOptions(CamelModel):
+    """Generation options a provider may honour (size, count, style, model)."""
+
+    size: Annotated[str, StringConstraints(pattern=r"^\d{2,4}x\d{2,4}$")] | None = None
+    count: Annotated[int, Field(ge=1, le=4)] = 1
+    style: Annotated[str, StringConstraints(max_length=100)] | None = None
+    model: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class GenerateRequest(CamelModel):
+    """Body of `POST /api/v1/images/generate`."""
+
+    prompt: Prompt
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=50)] = "sandbox"
+    options: JobOptions = Field(default_factory=JobOptions)
+    priority: Priority = Priority.NORMAL
+
+
+class GenerateAccepted(CamelModel):
+    """Answer to an accepted submission (202)."""
+
+    job_id: str
+    status: JobStatus
+    status_url: str
+
+
+class ImageRecord(CamelModel):
+    """One stored image of a job."""
+
+    url: str
+    key: str
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    width: int
+    height: int
+    content_type: str
+    bytes: int
+    source_url: str | None = None
+
+
+class JobError(CamelModel):
+    """Why a job failed: a code from SPEC §3, a readable message, and whether a retry helps."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class JobRecord(CamelModel):
+    """The job as stored in Redis and returned by `GET /api/v1/images/status/{jobId}`."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str
+    provider: str
+    prompt: str
+    options: JobOptions = Field(default_factory=JobOptions)
+    priority: Priority = Priority.NORMAL
+    status: JobStatus = JobStatus.QUEUED
+    progress: Annotated[int, Field(ge=0, le=100)] = 0
+    stage: Stage = Stage.QUEUED
+    attempts: int = 0
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    agent: str | None = None
+    images: list[ImageRecord] = Field(default_factory=list)
+    error: JobError | None = None
+    batch_id: str | None = None
+    webhook: str | None = None
+    idempotency_key: str | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The stored and served JSON form (camelCase)."""
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> JobRecord:
+        """Parse a stored record."""
+        return cls.model_validate_json(raw)
+
+
+class JobEvent(CamelModel):
+    """One entry of a job's event stream: a status transition or a progress step."""
+
+    job_id: str
+    status: JobStatus
+    progress: int = 0
+    stage: Stage = Stage.QUEUED
+    at: float = Field(default_factory=time.time)
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,249 @@
+"""Run the whole local stack as child processes: redis-server, controller, sandbox, agents.
+
+`Stack` is what `semantest up`, `semantest demo`, the end-to-end tests and the benchmarks
+share. Children log to `<data_dir>/logs/<name>.log`, die with their parent (PR_SET_PDEATHSIG),
+and are stopped in dependency order: agents first (RQ warm shutdown finishes their job), then
+the controller and sandbox, Redis last.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from semantest.config import Settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if `semantest up` is killed, so is the child.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class StackError(RuntimeError):
+    """A child failed to start; the message names it and ends with its log."""
+
+
+@dataclass
+class Child:
+    """One child process and its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the child's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@dataclass
+class Stack:
+    """The local deployment; use as a context manager or call start()/stop()."""
+
+    settings: Settings
+    agents: int = 1
+    persist_redis: bool = True
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.settings.admin_key is None:
+            self.settings = self.settings.model_copy(
+                update={"admin_key": SecretStr("sk_admin_" + secrets.token_urlsafe(24))}
+            )
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir = self.settings.data_dir / "logs"
+        self.logs_dir.mkdir(exist_ok=True)
+
+    @property
+    def admin_key(self) -> str:
+        """The bootstrap key of tenant `admin` for this run."""
+        assert self.settings.admin_key is not None
+        return self.settings.admin_key.get_secret_value()
+
+    @property
+    def url(self) -> str:
+        """The controller's URL."""
+        return self.settings.controller_url
+
+    def env(self) -> dict[str, str]:
+        """Environment every child gets: the parent's, with this stack's settings."""
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            SEMANTEST_HOST=s.host,
+            SEMANTEST_PORT=str(s.port),
+            SEMANTEST_REDIS_URL=s.redis_url or "",
+            SEMANTEST_ADMIN_KEY=self.admin_key,
+            SEMANTEST_DATA_DIR=str(s.data_dir.resolve()),
+            SEMANTEST_SANDBOX_HOST=s.sandbox_host,
+            SEMANTEST_SANDBOX_PORT=str(s.sandbox_port),
+            SEMANTEST_SANDBOX_LATENCY_MS=str(s.sandbox_latency_ms),
+            SEMANTEST_LOG_LEVEL=s.log_level,
+            PYTHONUNBUFFERED="1",
+        )
+        if s.chromium:
+            env["SEMANTEST_CHROMIUM"] = s.chromium
+        return env
+
+    def spawn(self, name: str, argv: list[str]) -> Child:
+        """Start one child with its log file."""
+        log_path = self.logs_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # only calls prctl: safe even with threads
+            )
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        return child
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start every part and wait until the controller sees all agents alive."""
+        try:
+            self._start(time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, deadline: float) -> None:
+        if self.settings.redis_url is None:
+            self._start_redis(deadline)
+        py = sys.executable
+        self.spawn(
+            "sandbox",
+            [
+                py,
+                "-m",
+                "sandbox",
+                "--host",
+                self.settings.sandbox_host,
+                "--port",
+                str(self.settings.sandbox_port),
+            ],
+        )
+        self.spawn("controller", [py, "-m", "controller"])
+        self._wait_http(f"{self.settings.sandbox_url}/health", deadline)
+        self._wait_http(f"{self.url}/api/v1/health", deadline)
+        for i in range(self.agents):
+            self.spawn(f"agent-{i + 1}", [py, "-m", "agents", "--name", f"agent-{i + 1}"])
+        self.wait_agents(self.agents, deadline)
+
+    def _start_redis(self, deadline: float) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise StackError("redis-server is not installed (make setup installs it)")
+        port = free_port()
+        redis_dir = (self.settings.data_dir / "redis").resolve()
+        redis_dir.mkdir(exist_ok=True)
+        persist = ["--appendonly", "yes"] if self.persist_redis else ["--appendonly", "no"]
+        self.spawn(
+            "redis",
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(redis_dir),
+                *persist,
+            ],
+        )
+        self.settings = self.settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{port}/0"}
+        )
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise StackError("redis-server did not start in time")
+
+    def _check_alive(self) -> None:
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise StackError(
+                    f"{child.name} exited with code {child.proc.returncode}; "
+                    f"its log ({child.log_path}) ends with:\n{child.tail()}"
+                )
+
+    def _wait_http(self, url: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise StackError(f"{url} did not answer in time")
+
+    def wait_agents(self, count: int, deadline: float) -> None:
+        """Wait until `count` agents are alive according to the controller."""
+        while time.monotonic() < deadline:
+            self._check_alive()
+            health = httpx.get(f"{self.url}/api/v1/health", timeout=2.0).json()
+            if health.get("agents", 0) >= count:
+                return
+            time.sleep(0.1)
+        raise StackError(f"{count} agent(s) were not ready in time")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop children in dependency order; SIGKILL what does not stop in time."""
+        order = sorted(self.children, key=lambda c: _STOP_ORDER.get(c.name.split("-")[0], 1))
+        for group in (0, 1, 2):
+            batch = [c for c in order if _STOP_ORDER.get(c.name.split("-")[0], 1) == group]
+            for child in batch:
+                if child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGTERM)
+            end = time.monotonic() + timeout
+            for child in batch:
+                try:
+                    child.proc.wait(max(0.1, end - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+        self.children.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+_STOP_ORDER = {"agent": 0, "controller": 1, "sandbox": 1, "redis": 2}
