@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.redis_url is None:
             raise RuntimeError("SEMANTEST_REDIS_URL is not set (semantest up sets it for you)")
+        settings.images_dir.mkdir(parents=True, exist_ok=True)
         redis = Redis.from_url(settings.redis_url, max_connections=512)
         redis_sync = SyncRedis.from_url(settings.redis_url)
         key_hashes = {}

@@ -19,7 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001, help="TCP port (8001)")
     args = parser.parse_args(argv)
     # Build the app first so a bad SEMANTEST_SANDBOX_LATENCY_MS fails before binding.
-    app = create_app()
+    try:
+        app = create_app()
+    except ValueError as exc:
+        parser.error(str(exc))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

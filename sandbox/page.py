@@ -48,7 +48,9 @@ _SCRIPT = r"""
     try {
       await img.decode();
     } catch (_) {
-      if (!(img.complete && img.naturalWidth > 0)) throw new Error("image failed to load");
+      if (img.complete && img.naturalWidth > 0) return;
+      // Worded so callers classify it as a retryable transport failure.
+      throw new Error("network error: the generated image failed to load");
     }
   }
 

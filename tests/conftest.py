@@ -1,0 +1,118 @@
+"""Shared fixtures: a real redis-server on a free port, a real controller over real HTTP.
+
+Nothing of ours is mocked. Servers are session-scoped (started once); tests use fresh ids so
+they do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from pydantic import SecretStr
+
+from controller.app import create_app
+from semantest.config import Settings
+from semantest.stack import free_port
+
+ADMIN_KEY = "sk_test_" + "k" * 24
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test session."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not installed: run `make setup`"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.02)
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def api_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the in-process controller used by integration tests."""
+    return Settings(
+        redis_url=redis_url,
+        admin_key=SecretStr(ADMIN_KEY),
+        port=free_port(),
+        data_dir=tmp_path_factory.mktemp("data"),
+        chromium=None,
+    )
+
+
+@pytest.fixture(scope="session")
+def controller_url(api_settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving the controller on a free loopback port."""
+    config = uvicorn.Config(
+        create_app(api_settings), host="127.0.0.1", port=api_settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "controller did not start"
+        time.sleep(0.01)
+    yield api_settings.controller_url
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def client(controller_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client with the admin key."""
+    with httpx.Client(
+        base_url=controller_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def anon(controller_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client without credentials."""
+    with httpx.Client(base_url=controller_url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root folder."""
+    return Path(__file__).resolve().parents[1]

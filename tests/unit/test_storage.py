@@ -1,0 +1,62 @@
+"""Local content-addressed storage."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from semantest.errors import ImageNotFound, ValidationError
+from semantest.storage import LocalStorage, content_type_of, parse_key
+
+pytestmark = pytest.mark.unit
+
+
+async def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    data = b"\x89PNG fake but bytes are bytes"
+    first = await storage.put("acme", data, "image/png")
+    digest = hashlib.sha256(data).hexdigest()
+    assert first.key == f"acme/{digest}.png" and first.sha256 == digest
+    assert first.size == len(data)
+    again = await storage.put("acme", data, "image/png")
+    assert again == first
+    assert await storage.get(first.key) == data
+    assert storage.path_for(first.key).read_bytes() == data
+    assert [p.name for p in (tmp_path / "acme").iterdir()] == [f"{digest}.png"]  # no temp left
+
+
+async def test_tenants_are_separate_folders(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    a = await storage.put("a", b"same", "image/png")
+    b = await storage.put("b", b"same", "image/png")
+    assert a.key != b.key and a.sha256 == b.sha256
+
+
+@pytest.mark.parametrize(
+    "key", ["../etc/passwd", "acme/../../x.png", "acme/abc.png", "/abs/" + "0" * 64 + ".png", ""]
+)
+async def test_keys_that_are_not_ours_are_not_found(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(ImageNotFound):
+        await storage.get(key)
+
+
+async def test_missing_key_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ImageNotFound):
+        await LocalStorage(tmp_path).get("acme/" + "0" * 64 + ".png")
+
+
+async def test_rejects_non_images_and_bad_tenants(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(ValidationError, match="content type"):
+        await storage.put("acme", b"x", "text/html")
+    with pytest.raises(ValidationError, match="tenant"):
+        await storage.put("../up", b"x", "image/png")
+
+
+def test_key_parts() -> None:
+    key = "t1/" + "ab" * 32 + ".jpg"
+    assert parse_key(key) == ("t1", "ab" * 32, "jpg")
+    assert content_type_of(key) == "image/jpeg"
