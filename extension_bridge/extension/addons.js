@@ -3,7 +3,9 @@
 // register every addon as a user script with addon_runtime.js injected first.
 
 const CACHE_KEY = "addonCache";        // storage.local: {id: {etag, source}}
+const INDEX_KEY = "addonIndex";        // storage.local: {etag, body} of the last index
 const REGISTERED_KEY = "registeredSig"; // storage.session: what is registered now
+const WORLD_KEY = "worldConfigured";  // storage.session: messaging enabled this browser session
 const RUNTIME_FILE = "addon_runtime.js";
 
 let registered = []; // [{id, version}] currently registered
@@ -56,9 +58,18 @@ export async function syncAddons(controllerUrl, { force = false } = {}) {
 
 async function fetchIndex(controllerUrl) {
   const url = `${controllerUrl}/api/v1/addons`;
-  const response = await fetchOrExplain(url, {});
-  if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
-  const body = await response.json();
+  const cached = (await chrome.storage.local.get(INDEX_KEY))[INDEX_KEY];
+  const usable = cached?.url === url && cached.etag;
+  const response = await fetchOrExplain(url, { headers: usable ? { "If-None-Match": cached.etag } : {} });
+  let body;
+  if (response.status === 304 && usable) {
+    body = cached.body;
+  } else {
+    if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
+    body = await response.json();
+    const etag = response.headers.get("ETag");
+    await chrome.storage.local.set({ [INDEX_KEY]: etag ? { url, etag, body } : null });
+  }
   if (!Array.isArray(body?.addons)) throw new Error(`GET ${url}: no "addons" list in the answer`);
   return body.addons.map((a) => ({
     id: String(a.id),
@@ -100,8 +111,24 @@ async function alreadyRegistered(signature, addons) {
   return scripts.length === addons.length;
 }
 
-async function register(addons) {
+/**
+ * Turns on messaging for the USER_SCRIPT world, once per browser session.
+ * Chromium 156 quirks: after a browser restart the stored {messaging: true}
+ * is still reported by getWorldConfigurations() but not applied to pages
+ * (no chrome.runtime.connect in the addon's world), and configuring the same
+ * value again is a no-op; resetting first fixes that. But a reset also strips
+ * chrome.runtime.connect from pages already open, so it must not run again
+ * later in the session (storage.session is cleared on browser restart).
+ */
+async function enableMessaging() {
+  if ((await chrome.storage.session.get(WORLD_KEY))[WORLD_KEY]) return;
+  await chrome.userScripts.resetWorldConfiguration();
   await chrome.userScripts.configureWorld({ messaging: true });
+  await chrome.storage.session.set({ [WORLD_KEY]: true });
+}
+
+async function register(addons) {
+  await enableMessaging();
   await chrome.userScripts.unregister();
   if (addons.length === 0) return;
   await chrome.userScripts.register(

@@ -7,16 +7,20 @@ const PING_EVERY_MS = 20_000;
 const DEAD_AFTER_MS = 65_000;   // nothing heard for this long: reconnect
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
+const OUTBOX_MAX = 500;          // messages kept while the socket is down
 
 export class Bridge {
   /**
    * @param {object} hooks
    * @param {(msg: object) => void} hooks.onMessage  every parsed message except ping/pong
    * @param {() => object} hooks.helloPayload        fields of the `hello` message
+   * @param {() => void} hooks.onOpen                 called after `hello` on every open
    */
-  constructor({ onMessage, helloPayload }) {
+  constructor({ onMessage, helloPayload, onOpen = () => {} }) {
     this.onMessage = onMessage;
     this.helloPayload = helloPayload;
+    this.onOpen = onOpen;
+    this.outbox = [];
     this.url = null;
     this.socket = null;
     this.backoffMs = BACKOFF_MIN_MS;
@@ -54,10 +58,19 @@ export class Bridge {
     });
   }
 
-  /** Sends one message; adds `id` and `protocol`. Returns false when the socket is not open. */
-  send(type, fields = {}) {
-    if (this.state !== "open") return false;
+  /**
+   * Sends one message; adds `id` and `protocol`. When the socket is not open
+   * the message is dropped (returns false), or with `queue` kept and sent
+   * right after the next `hello` (job results must survive a reconnect).
+   */
+  send(type, fields = {}, { queue = false } = {}) {
     const message = { ...fields, type, id: fields.id || crypto.randomUUID(), protocol: PROTOCOL };
+    if (this.state !== "open") {
+      if (!queue) return false;
+      this.outbox.push(message);
+      if (this.outbox.length > OUTBOX_MAX) this.outbox.shift();
+      return true;
+    }
     this.socket.send(JSON.stringify(message));
     return true;
   }
@@ -80,6 +93,8 @@ export class Bridge {
       this.backoffMs = BACKOFF_MIN_MS;
       this.lastHeard = Date.now();
       this.sendHello();
+      this.onOpen();
+      for (const message of this.outbox.splice(0)) socket.send(JSON.stringify(message));
       this.pingTimer = setInterval(() => this.#keepalive(), PING_EVERY_MS);
       for (const w of this.waiters.splice(0)) {
         clearTimeout(w.timer);

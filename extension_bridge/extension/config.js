@@ -34,7 +34,8 @@ function checkUrl(name, value, protocols) {
     throw new Error(`${name} is not a valid URL: ${JSON.stringify(value)}`);
   }
   if (!protocols.includes(url.protocol)) {
-    throw new Error(`${name} must start with ${protocols.join(" or ")}//, got ${url.protocol}//`);
+    const allowed = protocols.map((p) => `${p}//`).join(" or ");
+    throw new Error(`${name} must start with ${allowed}, got ${url.protocol}//`);
   }
   return url.href;
 }

@@ -7,10 +7,10 @@ const PORT_PREFIX = "addon:";
 const FROM_ADDON = new Set(["addon.ready", "job.progress", "job.result", "job.error"]);
 
 export class AddonPorts {
-  /** @param {(type: string, fields: object) => boolean} sendToBridge */
+  /** @param {(type: string, fields: object, opts?: {queue: boolean}) => boolean} sendToBridge */
   constructor(sendToBridge) {
     this.sendToBridge = sendToBridge;
-    this.byTab = new Map();      // tabId -> {port, addonId}
+    this.byTab = new Map();      // tabId -> {port, addonId, ready: last addon.ready fields}
     this.jobsByTab = new Map();  // tabId -> Set(jobId) running in that tab
   }
 
@@ -21,7 +21,7 @@ export class AddonPorts {
       port.disconnect();
       return;
     }
-    const entry = { port, addonId: port.name.slice(PORT_PREFIX.length) };
+    const entry = { port, addonId: port.name.slice(PORT_PREFIX.length), ready: null };
     const previous = this.byTab.get(tabId);
     if (previous) this.#detach(tabId, previous); // the tab loaded a new page
     this.byTab.set(tabId, entry);
@@ -37,11 +37,18 @@ export class AddonPorts {
       this.sendToBridge("job.error", {
         tabId, jobId, code: "ADDON_NOT_READY",
         message: `no addon is connected in tab ${tabId}`, retryable: true,
-      });
+      }, { queue: true });
       return;
     }
     this.#jobs(tabId).add(jobId);
     entry.port.postMessage({ type: "job.run", jobId, prompt: message.prompt, options: message.options || {} });
+  }
+
+  /** On every bridge (re)open: tell the agent again which tabs have an addon ready. */
+  replayReady() {
+    for (const [tabId, { ready }] of this.byTab) {
+      if (ready) this.sendToBridge("addon.ready", { ...ready, tabId });
+    }
   }
 
   /** Tabs with a connected addon, for status pages. */
@@ -55,11 +62,15 @@ export class AddonPorts {
       return;
     }
     const { type, ...fields } = message;
-    if (type === "addon.ready" && !fields.url) fields.url = port.sender.url;
-    if (type === "job.result" || type === "job.error") this.#jobs(tabId).delete(fields.jobId);
-    if (!this.sendToBridge(type, { ...fields, tabId })) {
-      console.warn("[semantest] bridge closed, dropped", type, fields.jobId || "");
+    if (type === "addon.ready") {
+      if (!fields.url) fields.url = port.sender.url;
+      const entry = this.byTab.get(tabId);
+      if (entry?.port === port) entry.ready = fields; // replayed when the bridge reconnects
+      this.sendToBridge(type, { ...fields, tabId });
+      return;
     }
+    if (type === "job.result" || type === "job.error") this.#jobs(tabId).delete(fields.jobId);
+    this.sendToBridge(type, { ...fields, tabId }, { queue: true });
   }
 
   /** A page went away (navigation, tab closed): fail its running jobs so the agent need not wait. */
@@ -70,7 +81,7 @@ export class AddonPorts {
       this.sendToBridge("job.error", {
         tabId, jobId, code: "ADDON_DISCONNECTED",
         message: `the page in tab ${tabId} went away during the job`, retryable: true,
-      });
+      }, { queue: true });
     }
     this.jobsByTab.delete(tabId);
   }

@@ -25,8 +25,9 @@ const bridge = new Bridge({
     userScripts: userScriptsAvailable(),
     addons: registeredAddons(),
   }),
+  onOpen: () => ports.replayReady(),
 });
-const ports = new AddonPorts((type, fields) => bridge.send(type, fields));
+const ports = new AddonPorts((type, fields, opts) => bridge.send(type, fields, opts));
 
 function fromBridge(message) {
   if (message.type === "job.run") {

@@ -66,7 +66,7 @@ def test_bad_manifests_name_the_field(
 
 
 def test_missing_js_file_and_id_mismatch(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="b.js"):
+    with pytest.raises(ValidationError, match=r"b\.js"):
         load_addon(write_addon(tmp_path, GOOD, {"a.js": ""}))
     folder = write_addon(tmp_path / "other", {**GOOD, "id": "demo"}, {"a.js": "", "b.js": ""})
     folder.rename(tmp_path / "other" / "renamed")
