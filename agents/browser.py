@@ -62,7 +62,13 @@ async def launch(
     extension_id = worker.url.split("/")[2]
     if not await worker.evaluate("() => typeof chrome.userScripts !== 'undefined'"):
         await allow_user_scripts(context, extension_id)
-        worker = await _service_worker(context)
+        # The running worker sees the API as soon as the toggle flips; no restart needed.
+        await worker.evaluate(
+            """async () => {
+                for (let i = 0; i < 100 && typeof chrome.userScripts === 'undefined'; i++)
+                    await new Promise(r => setTimeout(r, 50));
+            }"""
+        )
     configured: dict[str, Any] = await worker.evaluate(
         CONFIGURE_JS, {"controllerUrl": controller_url, "bridgeUrl": bridge_url}
     )
@@ -81,7 +87,9 @@ async def allow_user_scripts(context: BrowserContext, extension_id: str) -> None
     try:
         await page.goto(f"chrome://extensions/?id={extension_id}")
         toggle = page.locator("#allow-user-scripts")
-        if await toggle.get_attribute("aria-pressed") != "true":
+        await toggle.wait_for(state="attached")
+        # A cr-toggle, not an <input>: its state is the element's `checked` property.
+        if not await toggle.evaluate("e => !!e.checked"):
             await toggle.click()
         log.info("turned on Allow User Scripts for %s", extension_id)
     finally:

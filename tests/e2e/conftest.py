@@ -15,9 +15,12 @@ from tests.conftest import ADMIN_KEY
 
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Controller + sandbox + 1 agent on the session's redis-server."""
+    """Controller + sandbox + 1 agent on the session's redis-server.
+
+    The stack gets its own Redis database so its agent never takes jobs queued by the API tests.
+    """
     settings = Settings(
-        redis_url=redis_url,
+        redis_url=redis_url.rsplit("/", 1)[0] + "/1",
         admin_key=SecretStr(ADMIN_KEY),
         port=free_port(),
         sandbox_port=free_port(),
