@@ -13,6 +13,7 @@ from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers
 from controller.middleware import RequestContext
+from controller.scheduler import RetryScheduler
 from controller.routes import addons, health, images
 from controller.state import AppState, hash_key
 from semantest import __version__
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             storage=LocalStorage(settings.images_dir),
             key_hashes=key_hashes,
         )
+        retries = RetryScheduler(redis_sync)
+        retries.start()
         try:
             yield
         finally:
+            await retries.stop()
             await redis.aclose()
             redis_sync.close()
 

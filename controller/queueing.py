@@ -10,13 +10,11 @@ from semantest import keys
 from semantest.config import Settings
 from semantest.models import JobRecord
 
-#: Seconds between attempts of a retryable failure (RQ's own Retry).
-RETRY_INTERVALS = [2, 10, 30]
-
-
 def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
     queue = Queue(keys.queue_name(record.provider, record.priority.value), connection=redis)
     retries = settings.max_attempts - 1
+    backoff = settings.retry_backoff_s
+    intervals = [backoff[min(i, len(backoff) - 1)] for i in range(retries)]
     queue.enqueue_call(
         func=keys.GENERATE_FUNC,
         args=(record.id,),
@@ -24,7 +22,7 @@ def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
         timeout=settings.job_timeout_s,
         result_ttl=3600,
         failure_ttl=keys.RECORD_TTL_S,
-        retry=Retry(max=retries, interval=RETRY_INTERVALS[:retries]) if retries else None,
+        retry=Retry(max=retries, interval=intervals) if retries else None,
     )
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -27,6 +27,21 @@ IMAGE_SIZE = 512
 MAX_PROMPT_CHARS = 4000
 _DELTA_COUNT = 5
 _REPLY_PROMPT_CHARS = 120
+
+
+#: What each injectable fault looks like in the reply stream, worded as real providers word it.
+FAULT_MESSAGES = {
+    "server": "503 upstream overloaded, please try again",
+    "ratelimit": "429 too many requests, slow down",
+    "refusal": "This prompt may violate our content policy.",
+}
+
+
+class FaultsIn(BaseModel):
+    """Body of ``POST /_sandbox/faults``: the next ``count`` replies fail with ``kind``."""
+
+    kind: Literal["server", "ratelimit", "refusal"]
+    count: Annotated[int, Field(ge=0, le=1000)] = 1
 
 
 class ConversationIn(BaseModel):
@@ -92,6 +107,7 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
     if latency < 0:
         raise ValueError(f"latency_ms must be >= 0, got {latency}")
     store = ImageStore()
+    faults: list[str] = []  # kinds of the next failing replies, oldest first
     app = FastAPI(title="Semantest sandbox provider", docs_url=None, redoc_url=None)
 
     @app.get("/")
@@ -103,6 +119,17 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
     def health() -> dict[str, object]:
         """Liveness plus the configured latency."""
         return {"ok": True, "latencyMs": latency}
+
+    @app.post("/_sandbox/faults")
+    def add_faults(body: FaultsIn) -> dict[str, object]:
+        """Test control: make the next ``count`` replies fail the way a provider's do."""
+        faults.extend([body.kind] * body.count)
+        return {"pending": list(faults)}
+
+    @app.get("/_sandbox/faults")
+    def pending_faults() -> dict[str, object]:
+        """Faults not yet served."""
+        return {"pending": list(faults)}
 
     @app.get("/chat")
     def chat(request: Request) -> Response:
@@ -127,9 +154,13 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
         started = loop.time()
         key = store.remember(body.prompt)
         chunks = reply_chunks(body.prompt)
+        fault = faults.pop(0) if faults else None
 
         async def lines() -> AsyncIterator[bytes]:
             for n, chunk in enumerate(chunks, start=1):
+                if fault is not None and n == 2:
+                    yield _ndjson({"type": "error", "message": FAULT_MESSAGES[fault]})
+                    return
                 if latency:
                     # Sleep to a deadline rather than a fixed step so the total stays ≈ latency
                     # however long serialisation and sending take.

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     job_timeout_s: Annotated[int, Field(ge=5, le=3600)] = 180
     #: Attempts for retryable failures (agent crash, provider timeout).
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    #: Seconds before retry 1, 2, ... (the last repeats); JSON list in the environment.
+    retry_backoff_s: Annotated[list[Annotated[int, Field(ge=0, le=3600)]], Field(min_length=1)] = [
+        2,
+        10,
+        30,
+    ]
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ the controller and sandbox, Redis last.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -92,23 +93,17 @@ class Stack:
         return self.settings.controller_url
 
     def env(self) -> dict[str, str]:
-        """Environment every child gets: the parent's, with this stack's settings."""
-        s = self.settings
+        """Environment every child gets: the parent's, with every one of this stack's settings."""
         env = dict(os.environ)
-        env.update(
-            SEMANTEST_HOST=s.host,
-            SEMANTEST_PORT=str(s.port),
-            SEMANTEST_REDIS_URL=s.redis_url or "",
-            SEMANTEST_ADMIN_KEY=self.admin_key,
-            SEMANTEST_DATA_DIR=str(s.data_dir.resolve()),
-            SEMANTEST_SANDBOX_HOST=s.sandbox_host,
-            SEMANTEST_SANDBOX_PORT=str(s.sandbox_port),
-            SEMANTEST_SANDBOX_LATENCY_MS=str(s.sandbox_latency_ms),
-            SEMANTEST_LOG_LEVEL=s.log_level,
-            PYTHONUNBUFFERED="1",
-        )
-        if s.chromium:
-            env["SEMANTEST_CHROMIUM"] = s.chromium
+        values = self.settings.model_dump(mode="json", exclude={"admin_key"})
+        values["data_dir"] = str(self.settings.data_dir.resolve())
+        for name, value in values.items():
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"SEMANTEST_{name.upper()}"] = text
+        env["SEMANTEST_ADMIN_KEY"] = self.admin_key
+        env["PYTHONUNBUFFERED"] = "1"
         return env
 
     def spawn(self, name: str, argv: list[str]) -> Child:

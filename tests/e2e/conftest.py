@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +28,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         sandbox_port=free_port(),
         data_dir=tmp_path_factory.mktemp("stack"),
         sandbox_latency_ms=0,
+        retry_backoff_s=[1],
     )
     assert settings.chromium, "Chromium is not installed: run `make setup`"
     with Stack(settings, agents=1) as running:
@@ -39,3 +42,17 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
         base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
     ) as c:
         yield c
+
+
+def wait_final(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = api.get(f"/api/v1/images/status/{job_id}").json()
+        if not seen or seen[-1] != record["status"]:
+            seen.append(record["status"])
+        if record["status"] in ("succeeded", "failed", "canceled"):
+            record["_seen"] = seen
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not final after {timeout}s; statuses seen: {seen}")

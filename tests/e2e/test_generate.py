@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
-from typing import Any
 
 import httpx
 import pytest
@@ -18,22 +16,9 @@ import redis
 from sandbox.render import render_png
 from semantest import keys
 from semantest.stack import Stack
+from tests.e2e.conftest import wait_final
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_final(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record: dict[str, Any] = api.get(f"/api/v1/images/status/{job_id}").json()
-        if not seen or seen[-1] != record["status"]:
-            seen.append(record["status"])
-        if record["status"] in ("succeeded", "failed", "canceled"):
-            record["_seen"] = seen
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not final after {timeout}s; statuses seen: {seen}")
 
 
 def test_prompt_to_stored_image_bytes(api: httpx.Client, stack: Stack) -> None:

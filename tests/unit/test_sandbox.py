@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from sandbox.app import LATENCY_ENV, SESSION_COOKIE, create_app, reply_chunks
+from sandbox.app import FAULT_MESSAGES, LATENCY_ENV, SESSION_COOKIE, create_app, reply_chunks
 from sandbox.render import image_id, render_png
 
 PROMPT = "a red fox reading a newspaper on the moon"
@@ -171,3 +171,20 @@ def test_reply_chunks_rejoin_and_truncate_long_prompts() -> None:
     assert "".join(chunks) == "Here is an image of a cat."
     assert 2 <= len(chunks) <= 5
     assert len("".join(reply_chunks("y" * 4000))) < 200
+
+
+@pytest.mark.unit
+async def test_injected_faults_fail_the_next_replies_then_clear(client: httpx.AsyncClient) -> None:
+    await _session(client)
+    bad = await client.post("/_sandbox/faults", json={"kind": "meltdown"})
+    assert bad.status_code == 422 and "kind" in bad.text
+    added = await client.post("/_sandbox/faults", json={"kind": "server", "count": 2})
+    assert added.json() == {"pending": ["server", "server"]}
+    await client.post("/_sandbox/faults", json={"kind": "refusal"})
+    for message in [FAULT_MESSAGES["server"]] * 2 + [FAULT_MESSAGES["refusal"]]:
+        events = await _converse(client, PROMPT)
+        assert events[0]["type"] == "delta"
+        assert events[-1] == {"type": "error", "message": message}
+        assert all(e["type"] != "image" for e in events)
+    assert (await client.get("/_sandbox/faults")).json() == {"pending": []}
+    assert (await _converse(client, PROMPT))[-1] == {"type": "done"}

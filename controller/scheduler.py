@@ -1,0 +1,60 @@
+"""Bring RQ's delayed retries back onto their queues.
+
+A retryable failure is re-queued by RQ after a back-off (`Retry(interval=...)`): RQ parks it in
+the queue's ScheduledJobRegistry, and only an `RQScheduler` moves it back. RQ normally forks that
+scheduler out of a worker; our agents hold a browser and an event-loop thread, so they must not
+fork. The controller runs it instead, inline on a thread, once per second. Several controllers
+share the work through RQ's own per-queue scheduler locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from anyio import to_thread
+from redis import Redis
+from rq.scheduler import RQScheduler
+
+from semantest import keys
+from semantest.models import KNOWN_PROVIDERS, Priority
+
+log = logging.getLogger(__name__)
+
+
+class RetryScheduler:
+    """Enqueue due scheduled jobs of every provider queue, every `interval` seconds."""
+
+    def __init__(self, redis: Redis, interval: int = 1) -> None:
+        queues = [keys.queue_name(p, prio.value) for p in KNOWN_PROVIDERS for prio in Priority]
+        # An int: RQ sends `interval + 60` to Redis as a lock TTL, which must be integral.
+        self._scheduler = RQScheduler(queues, connection=redis, interval=interval)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def tick(self) -> None:
+        """One pass: hold (or take) the queue locks, then move due jobs back to their queues."""
+        if not self._scheduler.acquired_locks or self._scheduler.should_reacquire_locks:
+            self._scheduler.acquire_locks()
+        if self._scheduler.acquired_locks:
+            self._scheduler.heartbeat()
+            self._scheduler.enqueue_scheduled_jobs()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await to_thread.run_sync(self.tick)
+            except Exception:
+                log.exception("retry scheduler pass failed; trying again")
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="rq-retry-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await to_thread.run_sync(self._scheduler.release_locks)

@@ -1,0 +1,65 @@
+"""Provider failures through the real stack: retryable ones are retried by RQ, the rest fail once.
+
+Faults are injected into the sandbox provider, which then streams the same error turn a real
+provider shows; the addon classifies it and the agent records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandbox.render import render_png
+from semantest.stack import Stack
+from tests.e2e.conftest import wait_final
+
+pytestmark = pytest.mark.e2e
+
+
+def inject(stack: Stack, kind: str, count: int = 1) -> None:
+    reply = httpx.post(
+        f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": kind, "count": count}
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def test_provider_error_is_retried_and_the_job_succeeds(api: httpx.Client, stack: Stack) -> None:
+    prompt = f"retry me {uuid.uuid4().hex[:8]}"
+    inject(stack, "server")
+    job_id = api.post("/api/v1/images/generate", json={"prompt": prompt}).json()["jobId"]
+    record = wait_final(api, job_id, timeout=90)
+    assert record["status"] == "succeeded", record.get("error")
+    assert record["attempts"] == 2
+    assert "retrying" in record["_seen"]
+    assert record["error"] is None
+    (image,) = record["images"]
+    assert image["sha256"] == hashlib.sha256(render_png(prompt)).hexdigest()
+    # the failed attempt left its evidence
+    assert Path(record["artifacts"]["screenshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "503 upstream overloaded" in Path(record["artifacts"]["dom"]).read_text()
+
+
+def test_refusal_fails_once_with_its_code(api: httpx.Client, stack: Stack) -> None:
+    inject(stack, "refusal")
+    job_id = api.post("/api/v1/images/generate", json={"prompt": "refuse me"}).json()["jobId"]
+    record = wait_final(api, job_id)
+    assert record["status"] == "failed"
+    assert record["attempts"] == 1 and record["images"] == []
+    assert record["error"]["code"] == "GENERATION_FAILED"
+    assert record["error"]["retryable"] is False
+    assert "content policy" in record["error"]["message"]
+
+
+def test_retries_are_bounded_by_max_attempts(api: httpx.Client, stack: Stack) -> None:
+    attempts = stack.settings.max_attempts
+    inject(stack, "ratelimit", attempts)
+    job_id = api.post("/api/v1/images/generate", json={"prompt": "never lucky"}).json()["jobId"]
+    record = wait_final(api, job_id, timeout=120)
+    assert record["status"] == "failed"
+    assert record["attempts"] == attempts
+    assert record["error"]["code"] == "RATE_LIMITED"
+    assert httpx.get(f"{stack.settings.sandbox_url}/_sandbox/faults").json() == {"pending": []}
