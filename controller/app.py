@@ -13,8 +13,8 @@ from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers
 from controller.middleware import RequestContext
-from controller.scheduler import RetryScheduler
 from controller.routes import addons, health, images
+from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from semantest import __version__
 from semantest.config import Settings, get_settings

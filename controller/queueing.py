@@ -10,6 +10,7 @@ from semantest import keys
 from semantest.config import Settings
 from semantest.models import JobRecord
 
+
 def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
     queue = Queue(keys.queue_name(record.provider, record.priority.value), connection=redis)
     retries = settings.max_attempts - 1
