@@ -35,11 +35,12 @@ class RetryScheduler:
 
     def tick(self) -> None:
         """One pass: hold (or take) the queue locks, then move due jobs back to their queues."""
+        # RQ's scheduler methods carry no annotations, hence the ignores.
         if not self._scheduler.acquired_locks or self._scheduler.should_reacquire_locks:
-            self._scheduler.acquire_locks()
+            self._scheduler.acquire_locks()  # type: ignore[no-untyped-call]
         if self._scheduler.acquired_locks:
-            self._scheduler.heartbeat()
-            self._scheduler.enqueue_scheduled_jobs()
+            self._scheduler.heartbeat()  # type: ignore[no-untyped-call]
+            self._scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
 
     async def _run(self) -> None:
         while True:
