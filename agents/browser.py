@@ -7,7 +7,10 @@ where the controller and the bridge are, registered the addons and connected bac
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ async def launch(
     """Launch Chromium on `profile_dir` with the extension and configure it."""
     started = time.perf_counter()
     await aiofiles.os.makedirs(profile_dir, exist_ok=True)
+    await asyncio.to_thread(drop_stale_extension_code, profile_dir, extension_dir)
     context = await playwright.chromium.launch_persistent_context(
         str(profile_dir),
         executable_path=chromium,
@@ -79,6 +83,32 @@ async def launch(
         [a["id"] for a in configured.get("addons", [])],
     )
     return ExtensionBrowser(context, worker, extension_id, configured)
+
+
+def extension_digest(extension_dir: Path) -> str:
+    """sha256 over the extension's files (names and bytes), to tell one build from another."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in extension_dir.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(extension_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def drop_stale_extension_code(profile_dir: Path, extension_dir: Path) -> bool:
+    """Forget the profile's cached service-worker scripts when the extension changed.
+
+    Chromium keeps an unpacked extension's service worker in `Default/Service Worker` and runs
+    that copy on the next launch even when the files on disk are newer. The extension's stored
+    settings and the "Allow User Scripts" toggle live elsewhere in the profile and survive.
+    Returns True when the cache was dropped.
+    """
+    stamp = profile_dir / "semantest-extension.sha256"
+    current = extension_digest(extension_dir)
+    if stamp.exists() and stamp.read_text().strip() == current:
+        return False
+    shutil.rmtree(profile_dir / "Default" / "Service Worker", ignore_errors=True)
+    stamp.write_text(current + "\n")
+    return True
 
 
 async def allow_user_scripts(context: BrowserContext, extension_id: str) -> None:

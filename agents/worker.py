@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -32,9 +33,16 @@ class AgentWorker(SimpleWorker):
     """An RQ worker that runs jobs in its own process, next to a long-lived browser."""
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc), so start-up time includes imports."""
+    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def run_agent(settings: Settings, name: str | None = None, provider: str = "sandbox") -> None:
     """Start an agent and work until told to stop."""
-    started = time.perf_counter()
+    started = time.perf_counter() - process_age_s()
     if settings.redis_url is None or settings.chromium is None:
         raise SystemExit("agent needs SEMANTEST_REDIS_URL and a Chromium (SEMANTEST_CHROMIUM)")
     agent_id = name or f"{socket.gethostname()}-{os.getpid()}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from types import FrameType
 from typing import Annotated
 
@@ -17,16 +17,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (so both stop the stack the same way)."""
-    stop = threading.Event()
+def _on_signals(*, interrupt: bool) -> list[int]:
+    """Record SIGINT/SIGTERM in the returned list; with `interrupt`, the first one also raises
+    KeyboardInterrupt so `finally` blocks stop the stack.
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+    The handler takes no lock (a `threading.Event` here deadlocks when a second signal lands
+    while the first handler holds the event's lock) and later signals never interrupt the
+    shutdown that the first one started.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        first = not received
+        received.append(signum)
+        if interrupt and first:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-    return stop
+    return received
 
 
 @app.command()
@@ -35,7 +44,7 @@ def up(
 ) -> None:
     """Run redis-server (unless SEMANTEST_REDIS_URL is set), the controller, the sandbox
     provider and N agents in the foreground until Ctrl-C or SIGTERM."""
-    stop = _stop_on_signals()
+    stop = _on_signals(interrupt=False)
     stack = Stack(Settings(), agents=agents)
     console.print(f"starting {agents} agent(s); logs in {stack.logs_dir}/")
     try:
@@ -48,11 +57,12 @@ def up(
     console.print(f"[green]admin key[/]  {stack.admin_key}")
     console.print("Ctrl-C stops everything.")
     try:
-        while not stop.wait(0.5):
+        while not stop:
+            time.sleep(0.2)
             for child in stack.children:
                 if child.proc.poll() is not None:
                     console.print(f"[red]{child.name} exited ({child.proc.returncode})[/]")
-                    stop.set()
+                    stop.append(0)
     finally:
         console.print("stopping…")
         stack.stop()
@@ -67,8 +77,12 @@ def demo(
     """Start the stack, generate a few images through the HTTP API, print where they are."""
     from semantest.demo import run_demo
 
-    _stop_on_signals()
-    ok = run_demo(Settings(), agents, prompts or None, console)
+    _on_signals(interrupt=True)
+    try:
+        ok = run_demo(Settings(), agents, prompts or None, console)
+    except KeyboardInterrupt:
+        console.print("interrupted.")
+        raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)
 
 

@@ -117,6 +117,9 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,  # only calls prctl: safe even with threads
+                # Own process group: a terminal's Ctrl-C reaches only us, and we stop the
+                # children in order (agents before the Redis they report to).
+                process_group=0,
             )
         child = Child(name, proc, log_path)
         self.children.append(child)

@@ -47,9 +47,10 @@ function serialized(task) {
 
 /**
  * Registers the addons from `config.controllerUrl` and connects the bridge.
- * Resolves {userScripts, addons, bridge: "open"} once both are done.
+ * With `waitBridge`, resolves {userScripts, addons, bridge: "open"} once both are done;
+ * without, as soon as the addons are registered (the bridge keeps reconnecting on its own).
  */
-async function apply(config, { force = false } = {}) {
+async function apply(config, { force = false, waitBridge = true } = {}) {
   const allowed = userScriptsAvailable();
   let changed = false;
   let syncError = null;
@@ -64,18 +65,20 @@ async function apply(config, { force = false } = {}) {
   if (changed && bridge.state === "open") bridge.sendHello(); // tell the agent about new versions
   if (!allowed) throw new Error(USER_SCRIPTS_OFF);
   if (syncError) throw syncError;
-  await bridge.whenOpen(BRIDGE_OPEN_TIMEOUT_MS);
-  return { userScripts: true, addons: registeredAddons(), bridge: "open" };
+  if (waitBridge) await bridge.whenOpen(BRIDGE_OPEN_TIMEOUT_MS);
+  return { userScripts: true, addons: registeredAddons(), bridge: bridge.state };
 }
 
 function configure(input) {
   return serialized(async () => apply(await saveConfig(input)));
 }
 
-function reapplyStored({ force = false } = {}) {
+// Start-up and the refresh alarm do not wait for the bridge: a stored bridge URL may be stale
+// (the agent restarted on a new port) and must not hold up the configure() that replaces it.
+function reapplyStored({ force = false, waitBridge = false } = {}) {
   return serialized(async () => {
     const config = await loadConfig();
-    return config ? apply(config, { force }) : null;
+    return config ? apply(config, { force, waitBridge }) : null;
   });
 }
 
@@ -90,7 +93,8 @@ async function status() {
   };
 }
 
-self.semantest = { configure, status, refresh: () => reapplyStored({ force: true }) };
+const refresh = () => reapplyStored({ force: true, waitBridge: true });
+self.semantest = { configure, status, refresh };
 
 // --- listeners (registered synchronously at start so wake-up events are not lost) ---
 
@@ -101,7 +105,7 @@ chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
   const handlers = {
     "semantest.configure": () => configure(message.config),
     "semantest.status": () => status(),
-    "semantest.refresh": () => reapplyStored({ force: true }),
+    "semantest.refresh": refresh,
   };
   const handler = handlers[message?.type];
   if (!handler) return false;
