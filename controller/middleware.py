@@ -1,7 +1,8 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path).
 
 `RequestContext` gives every request an id (a sane incoming `X-Request-ID` is kept), echoes it
-in the response, and refuses bodies over the limit with `PAYLOAD_TOO_LARGE` before they are read.
+in the response, and refuses bodies over the limit with `PAYLOAD_TOO_LARGE`: by `Content-Length`
+before reading, and for chunked bodies (no length) by reading at most the limit first.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ class RequestContext:
                 message.setdefault("headers", []).append((b"x-request-id", raw_id))
             await send(message)
 
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        async def too_large() -> None:
             err = PayloadTooLarge(f"request body over {self.max_body} bytes")
             body = json.dumps(err.envelope(rid)).encode()
             await send_with_id(
@@ -52,5 +52,35 @@ class RequestContext:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_body:
+                await too_large()
+                return
+            await self.app(scope, receive, send_with_id)
             return
-        await self.app(scope, receive, send_with_id)
+        buffered = await self._read_chunked(receive)
+        if buffered is None:
+            await too_large()
+            return
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send_with_id)
+
+    async def _read_chunked(self, receive: Receive) -> list[Message] | None:
+        """A body without a length, read up to the limit: its messages, or None when over."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return messages

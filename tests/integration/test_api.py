@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -72,6 +73,22 @@ def test_malformed_json_is_422(client: httpx.Client) -> None:
 def test_body_over_1_mib_is_413(client: httpx.Client) -> None:
     reply = client.post("/api/v1/images/generate", content=b"x" * (1024 * 1024 + 1))
     assert reply.status_code == 413 and error_of(reply)["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_chunked_body_over_1_mib_is_413_and_under_is_read(client: httpx.Client) -> None:
+    def chunks(total: int) -> Iterator[bytes]:  # an iterator: httpx sends it chunked, no length
+        for start in range(0, total, 64 * 1024):
+            yield b" " * min(64 * 1024, total - start)
+
+    big = client.post("/api/v1/images/generate", content=chunks(1024 * 1024 + 1))
+    assert big.status_code == 413 and error_of(big)["code"] == "PAYLOAD_TOO_LARGE"
+    body = b'{"prompt": "chunked", "provider": "sandbox"}'
+    small = client.post(
+        "/api/v1/images/generate",
+        content=iter([body[:10], body[10:]]),
+        headers={"Content-Type": "application/json"},
+    )
+    assert small.status_code == 202, small.text
 
 
 def test_unknown_job_is_404(client: httpx.Client) -> None:
