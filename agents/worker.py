@@ -52,7 +52,9 @@ def run_agent(settings: Settings, name: str | None = None, provider: str = "sand
     redis = Redis.from_url(settings.redis_url)
     # High lane first: RQ takes from the first non-empty queue in this order.
     queues = [Queue(keys.queue_name(provider, p.value), connection=redis) for p in Priority]
-    worker = AgentWorker(queues, connection=redis, name=agent_id)
+    # Registry maintenance every minute (RQ's default is 10): it is what re-queues a job whose
+    # agent died mid-run, once the job's timeout + 60 s have passed.
+    worker = AgentWorker(queues, connection=redis, name=agent_id, maintenance_interval=60)
     try:
         worker.work(logging_level=settings.log_level.upper())
     finally:
