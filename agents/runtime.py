@@ -72,8 +72,7 @@ class AgentRuntime:
     def start(self, started_at: float) -> None:
         """Start the loop thread, the browser, the bridge and the slot; block until ready."""
         self._thread.start()
-        self.call(self._start(), timeout=120)
-        self.ready_after_s = time.perf_counter() - started_at
+        self.call(self._start(started_at), timeout=120)
         log.info("agent %s ready in %.2f s", self.agent_id, self.ready_after_s)
 
     def stop(self) -> None:
@@ -85,7 +84,7 @@ class AgentRuntime:
 
     # -- life cycle -----------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def _start(self, started_at: float) -> None:
         assert self.settings.redis_url and self.settings.chromium
         self.redis = Redis.from_url(self.settings.redis_url)
         self.jobs = JobStore(self.redis)
@@ -100,7 +99,8 @@ class AgentRuntime:
             bridge_url=self.bridge.url,
         )
         await self.slot.ready_tab(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S)
-        await self._beat()
+        self.ready_after_s = time.perf_counter() - started_at
+        await self._beat()  # the first heartbeat already carries the cold-start time
         self._heartbeat = asyncio.create_task(self._heartbeats())
 
     async def _stop(self) -> None:
