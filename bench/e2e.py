@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +40,6 @@ import httpx
 import redis
 from playwright.async_api import async_playwright
 
-from sandbox.app import create_app as create_sandbox
 from sandbox.render import render_png
 from semantest import keys
 from semantest.config import CHROMIUM_ARGS, Settings
@@ -188,26 +188,21 @@ def _expected(prompt: str) -> bytes:
     return hashlib.sha256(render_png(prompt)).digest()
 
 
-def serve_sandbox(latency_ms: int) -> tuple[str, object]:
-    """The sandbox provider on a free port in a background thread, for the anchor."""
-    import threading
-
-    import uvicorn
-
+def serve_sandbox(latency_ms: int) -> tuple[str, subprocess.Popen[bytes]]:
+    """The sandbox provider in its own process on a free port, as the stack runs it."""
     port = free_port()
-    config = uvicorn.Config(
-        create_sandbox(latency_ms), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
+    env = {**os.environ, "SEMANTEST_SANDBOX_LATENCY_MS": str(latency_ms)}
+    argv = [sys.executable, "-m", "sandbox", "--port", str(port)]
+    proc = subprocess.Popen(argv, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return url, server
+                return url, proc
         except httpx.HTTPError:
             time.sleep(0.05)
+    proc.kill()
     raise SystemExit("the sandbox did not start")
 
 
@@ -251,12 +246,19 @@ def main() -> int:
         settings = settings.model_copy(update={"port": free_port(), "sandbox_port": free_port()})
         _, prepared = run_stack(settings, prompts[:1], warmup=1)
 
-    sandbox_url, server = serve_sandbox(args.latency_ms)
+    sandbox_url, sandbox = serve_sandbox(args.latency_ms)
     chromium = settings.chromium or ""
     print("anchor: bare Playwright on the same sandbox page, same Chromium and flags")
-    in_page = asyncio.run(run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=False))
-    by_locator = asyncio.run(run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=True))
-    server.should_exit = True  # type: ignore[attr-defined]
+    try:
+        in_page = asyncio.run(
+            run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=False)
+        )
+        by_locator = asyncio.run(
+            run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=True)
+        )
+    finally:
+        sandbox.terminate()
+        sandbox.wait()
 
     print()
     ours50, ours95 = report("stack", stack_times, latency_s)
