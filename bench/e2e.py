@@ -53,11 +53,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def pss_kb(pid: int) -> int:
-    """Proportional set size of `pid` and all its descendants (kB), from /proc.
+def memory_kb(pid: int, field: str) -> int:
+    """`field` ("Pss:" or "Rss:") of `pid` and all its descendants (kB), from /proc.
 
-    PSS, not RSS: Chromium's processes share most of their pages, and summing their RSS would
-    count those pages once per process.
+    PSS is the honest total: Chromium's processes share most of their pages, and a sum of
+    their RSS counts those pages once per process.
     """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -75,7 +75,7 @@ def pss_kb(pid: int) -> int:
         todo.extend(children.get(current, []))
         try:
             for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -105,7 +105,8 @@ def run_stack(
         agent = next(c for c in stack.children if c.name == "agent-1")
         figures = {
             "cold_start_s": float(agent_info.get("readyAfterS") or "nan"),
-            "pss_mb": pss_kb(agent.proc.pid) / 1024,
+            "pss_mb": memory_kb(agent.proc.pid, "Pss:") / 1024,
+            "rss_mb": memory_kb(agent.proc.pid, "Rss:") / 1024,
         }
         r.close()
     return times, figures
@@ -283,7 +284,8 @@ def main() -> int:
     )
     print(
         f"agent memory with one slot (PSS of the agent + its Chromium): "
-        f"{new_profile['pss_mb']:.0f} MB"
+        f"{new_profile['pss_mb']:.0f} MB (sum of RSS, shared pages counted per process: "
+        f"{new_profile['rss_mb']:.0f} MB)"
     )
     return 0
 
