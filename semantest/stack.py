@@ -43,6 +43,23 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def redis_server_argv(server: str, port: int, workdir: Path, *, persist: bool) -> list[str]:
+    """A loopback-only redis-server on `port`, files in `workdir`, AOF only with `persist`."""
+    return [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        str(workdir),
+        "--appendonly",
+        "yes" if persist else "no",
+    ]
+
+
 class StackError(RuntimeError):
     """A child failed to start; the message names it and ends with its log."""
 
@@ -163,22 +180,7 @@ class Stack:
         port = free_port()
         redis_dir = (self.settings.data_dir / "redis").resolve()
         redis_dir.mkdir(exist_ok=True)
-        persist = ["--appendonly", "yes"] if self.persist_redis else ["--appendonly", "no"]
-        self.spawn(
-            "redis",
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                str(redis_dir),
-                *persist,
-            ],
-        )
+        self.spawn("redis", redis_server_argv(server, port, redis_dir, persist=self.persist_redis))
         self.settings = self.settings.model_copy(
             update={"redis_url": f"redis://127.0.0.1:{port}/0"}
         )

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from controller.app import create_app
 from semantest.config import Settings
-from semantest.stack import free_port
+from semantest.stack import free_port, redis_server_argv
 
 ADMIN_KEY = "sk_test_" + "k" * 24
 
@@ -34,20 +34,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
+        redis_server_argv(server, port, workdir, persist=False), stdout=subprocess.DEVNULL
     )
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
