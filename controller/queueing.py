@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anyio import to_thread
 from redis import Redis
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 
 from semantest import keys
 from semantest.config import Settings
@@ -20,10 +20,11 @@ def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
         func=keys.GENERATE_FUNC,
         args=(record.id,),
         job_id=record.id,  # one id for our record and RQ's job
-        timeout=settings.job_timeout_s,
+        timeout=settings.job_timeout_s + keys.RQ_TIMEOUT_MARGIN_S,
         result_ttl=3600,
         failure_ttl=keys.RECORD_TTL_S,
         retry=Retry(max=retries, interval=intervals) if retries else None,
+        on_failure=Callback(keys.FAILURE_CALLBACK),
     )
 
 

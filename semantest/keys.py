@@ -42,6 +42,11 @@ def rq_queue_key(name: str) -> str:
 #: Dotted path of the job function the controller enqueues; it lives in `agents` and the
 #: controller must not import it.
 GENERATE_FUNC = "agents.jobs.generate"
+#: RQ's failure callback for it: records attempts that died without recording anything.
+FAILURE_CALLBACK = "agents.jobs.on_failure"
+#: RQ's own timeout is a backstop beyond the agent's `job_timeout_s`, which the agent enforces
+#: itself (and records); RQ's only fires when the agent is stuck.
+RQ_TIMEOUT_MARGIN_S = 60
 
 #: How long job records and their event streams are kept (seconds).
 RECORD_TTL_S = 7 * 24 * 3600
