@@ -89,7 +89,8 @@ def kill_while_waiting(
 
 def clean_up_abandoned(r: redis.Redis, settings: Settings) -> None:
     """RQ's clean-up of the started registry, as a live agent's maintenance runs it."""
-    past_timeout = time.time() + settings.job_timeout_s + keys.RQ_TIMEOUT_MARGIN_S + 60
+    # A SimpleWorker's execution entry lives for the RQ job timeout + 60 s from its start.
+    past_timeout = time.time() + settings.job_timeout_s + keys.RQ_TIMEOUT_MARGIN_S + 60 + 1
     queue = Queue(keys.queue_name("sandbox", "normal"), connection=r)
     StartedJobRegistry(queue=queue).cleanup(timestamp=past_timeout)
 
