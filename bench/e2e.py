@@ -15,8 +15,10 @@ Measured in one run, on this machine:
 
 Both subtract the sandbox's configured latency, so "overhead" is what the automation adds over
 the provider's own time. It also reports the agent's cold start (process start → slot ready,
-as the agent measures it) on a new and on a prepared profile, and the RSS of one agent with
-one slot (the agent process plus its Chromium processes).
+as the agent measures it) on a new and on a prepared profile, and the memory of one agent with
+one slot (PSS of the agent process, Playwright's driver and its Chromium processes).
+
+Every run uses prompts of its own, so no run finds a PNG the sandbox has already rendered.
 
 Exit status is 0 when every job succeeded with the exact bytes the sandbox renders.
 """
@@ -228,7 +230,10 @@ def main() -> int:
     if not settings.chromium:
         raise SystemExit("Chromium is not installed: run `make setup`")
     tag = uuid.uuid4().hex[:6]
-    prompts = [f"bench {tag} prompt {i}" for i in range(args.warmup + args.jobs)]
+
+    def prompts_for(run: str) -> list[str]:
+        return [f"bench {tag} {run} prompt {i}" for i in range(args.warmup + args.jobs)]
+
     latency_s = args.latency_ms / 1000
 
     with tempfile.TemporaryDirectory(prefix="semantest-bench-") as tmp:
@@ -242,20 +247,20 @@ def main() -> int:
             }
         )
         print(f"stack: {args.jobs} jobs (+{args.warmup} warm-up), latency {args.latency_ms} ms")
-        stack_times, new_profile = run_stack(settings, prompts, args.warmup)
+        stack_times, new_profile = run_stack(settings, prompts_for("stack"), args.warmup)
         # Same data dir again: the agent's profile now exists (Allow User Scripts already on).
         settings = settings.model_copy(update={"port": free_port(), "sandbox_port": free_port()})
-        _, prepared = run_stack(settings, prompts[:1], warmup=1)
+        _, prepared = run_stack(settings, prompts_for("prepared")[:1], warmup=1)
 
     sandbox_url, sandbox = serve_sandbox(args.latency_ms)
     chromium = settings.chromium or ""
     print("anchor: bare Playwright on the same sandbox page, same Chromium and flags")
     try:
         in_page = asyncio.run(
-            run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=False)
+            run_anchor(chromium, sandbox_url, prompts_for("in-page"), args.warmup, locators=False)
         )
         by_locator = asyncio.run(
-            run_anchor(chromium, sandbox_url, prompts, args.warmup, locators=True)
+            run_anchor(chromium, sandbox_url, prompts_for("locators"), args.warmup, locators=True)
         )
     finally:
         sandbox.terminate()
