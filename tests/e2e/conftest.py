@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,22 +16,29 @@ from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
 
 
+def stack_settings(redis_url: str, db: int, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a test stack on its own Redis database, free ports and its own data dir.
+
+    Its own database keeps its agents from taking jobs queued by other tests.
+    """
+    values: dict[str, Any] = {
+        "redis_url": f"{redis_url.rsplit('/', 1)[0]}/{db}",
+        "admin_key": SecretStr(ADMIN_KEY),
+        "port": free_port(),
+        "sandbox_port": free_port(),
+        "data_dir": data_dir,
+        "sandbox_latency_ms": 0,
+        "retry_backoff_s": [1],
+    }
+    settings = Settings(**(values | overrides))
+    assert settings.chromium, "Chromium is not installed: run `make setup`"
+    return settings
+
+
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Controller + sandbox + 1 agent on the session's redis-server.
-
-    The stack gets its own Redis database so its agent never takes jobs queued by the API tests.
-    """
-    settings = Settings(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/1",
-        admin_key=SecretStr(ADMIN_KEY),
-        port=free_port(),
-        sandbox_port=free_port(),
-        data_dir=tmp_path_factory.mktemp("stack"),
-        sandbox_latency_ms=0,
-        retry_backoff_s=[1],
-    )
-    assert settings.chromium, "Chromium is not installed: run `make setup`"
+    """Controller + sandbox + 1 agent on the session's redis-server (database 1)."""
+    settings = stack_settings(redis_url, 1, tmp_path_factory.mktemp("stack"))
     with Stack(settings, agents=1) as running:
         yield running
 

@@ -19,16 +19,15 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from pydantic import SecretStr
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
 from sandbox.render import render_png
 from semantest import keys
 from semantest.config import Settings
-from semantest.stack import Child, Stack, free_port
+from semantest.stack import Child, Stack
 from tests.conftest import ADMIN_KEY
-from tests.e2e.conftest import wait_final
+from tests.e2e.conftest import stack_settings, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +35,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def slow_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Its own Redis db and a sandbox that takes 3 s per reply, so a job can be caught running."""
-    settings = Settings(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/2",
-        admin_key=SecretStr(ADMIN_KEY),
-        port=free_port(),
-        sandbox_port=free_port(),
-        data_dir=tmp_path_factory.mktemp("crash"),
+    settings = stack_settings(
+        redis_url,
+        2,
+        tmp_path_factory.mktemp("crash"),
         sandbox_latency_ms=3000,
         max_attempts=2,
         retry_backoff_s=[0],
