@@ -15,6 +15,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from agents.runtime import AgentRuntime
@@ -72,7 +73,7 @@ def on_failure(
     tells whether the job goes back on its queue.
     """
     retry = bool(job.retries_left and job.retries_left > 0)
-    if exc_type is not None and exc_type.__name__ == "AbandonedJobError":
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
         code, message = "AGENT_LOST", "the agent running this job stopped before it finished"
     else:
         code, message = "AGENT_ERROR", f"the attempt ended without a result: {exc_value!r}"

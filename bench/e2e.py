@@ -55,8 +55,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def memory_kb(pid: int, field: str) -> int:
-    """`field` ("Pss:" or "Rss:") of `pid` and all its descendants (kB), from /proc.
+def memory_kb(pid: int) -> dict[str, int]:
+    """PSS and RSS (kB) of `pid` and all its descendants, from /proc, in one walk.
 
     PSS is the honest total: Chromium's processes share most of their pages, and a sum of
     their RSS counts those pages once per process.
@@ -71,17 +71,18 @@ def memory_kb(pid: int, field: str) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
+    totals, todo = {"Pss": 0, "Rss": 0}, [pid]
     while todo:
         current = todo.pop()
         todo.extend(children.get(current, []))
         try:
             for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
-                if line.startswith(field):
-                    total += int(line.split()[1])
+                name, _, rest = line.partition(":")
+                if name in totals:
+                    totals[name] += int(rest.split()[0])
         except OSError:
             pass
-    return total
+    return totals
 
 
 def run_stack(
@@ -105,10 +106,11 @@ def run_stack(
                 if n >= warmup:
                     times.append(record["finishedAt"] - submitted)
         agent = next(c for c in stack.children if c.name == "agent-1")
+        memory = memory_kb(agent.proc.pid)
         figures = {
             "cold_start_s": float(agent_info.get("readyAfterS") or "nan"),
-            "pss_mb": memory_kb(agent.proc.pid, "Pss:") / 1024,
-            "rss_mb": memory_kb(agent.proc.pid, "Rss:") / 1024,
+            "pss_mb": memory["Pss"] / 1024,
+            "rss_mb": memory["Rss"] / 1024,
         }
         r.close()
     return times, figures
