@@ -76,6 +76,22 @@ class Settings(BaseSettings):
         10,
         30,
     ]
+    #: Tab slots per agent browser: jobs one agent runs at once (one tab each).
+    slots: Annotated[int, Field(ge=1, le=16)] = 1
+    #: Seconds a draining agent (SIGTERM) lets running jobs finish before re-queuing them.
+    drain_grace_s: Annotated[int, Field(ge=0, le=3600)] = 30
+    #: An agent restarts its browser after this many jobs (0: never).
+    recycle_after_jobs: Annotated[int, Field(ge=0)] = 500
+    #: An agent restarts its browser when agent + driver + Chromium RSS exceeds this (0: never).
+    recycle_rss_mb: Annotated[int, Field(ge=0)] = 2048
+    #: Jobs one provider account (browser profile) may run per hour; 0 means no budget.
+    account_budget_per_hour: Annotated[int, Field(ge=0)] = 0
+    #: Prepared profile that new agent profiles are copied from (default: <data>/profiles/_template).
+    profile_template: Path | None = None
+    #: `/api/v1/pressure` turns unavailable at this many queued jobs per live slot, and available
+    #: again below `pressure_resume_ratio` of that.
+    pressure_queue_per_slot: Annotated[int, Field(ge=1)] = 20
+    pressure_resume_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.8
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     log_level: str = "INFO"
@@ -106,6 +122,11 @@ class Settings(BaseSettings):
     def profiles_dir(self) -> Path:
         """Root of per-agent browser profiles."""
         return self.data_dir / "profiles"
+
+    @property
+    def template_dir(self) -> Path:
+        """The prepared profile new agent profiles are copied from."""
+        return self.profile_template or self.profiles_dir / "_template"
 
 
 @lru_cache(maxsize=1)

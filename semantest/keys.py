@@ -10,8 +10,13 @@ PREFIX = "semantest"
 
 #: Live agents: sorted set, member = agent id, score = last heartbeat (unix seconds).
 AGENTS = f"{PREFIX}:agents"
-#: Seconds after which an agent without a heartbeat counts as gone.
-AGENT_TTL_S = 15
+#: Seconds between an agent's heartbeats.
+HEARTBEAT_S = 2.0
+#: Seconds after its last heartbeat that an agent's record expires and its jobs' leases are
+#: lost: the reaper re-queues them (a dead agent's job waits at most this + one reaper tick).
+LEASE_TTL_S = 10
+#: Seconds after which an agent without a heartbeat counts as gone (same as its lease).
+AGENT_TTL_S = LEASE_TTL_S
 
 
 def job(job_id: str) -> str:
