@@ -13,7 +13,7 @@ from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers
 from controller.middleware import RequestContext
-from controller.routes import addons, health, images
+from controller.routes import addons, fleet, health, images
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from semantest import __version__
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, addons, health):
+    for module in (images, addons, health, fleet):
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)

@@ -86,5 +86,23 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def fleet(
+    once: Annotated[bool, typer.Option("--once", help="print one table and exit")] = False,
+) -> None:
+    """Live table of the agents and their slots, from GET /api/v1/fleet on SEMANTEST_URL
+    (key: SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY); refreshes every second until Ctrl-C."""
+    from semantest.fleet_view import FleetViewError, connection_from_env, show_fleet
+
+    url, key = connection_from_env()
+    try:
+        show_fleet(url, key, once=once, console=Console())
+    except FleetViewError as exc:
+        console.print(f"[red]semantest fleet:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 if __name__ == "__main__":
     app()

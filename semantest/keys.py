@@ -57,3 +57,7 @@ RQ_TIMEOUT_MARGIN_S = 60
 RECORD_TTL_S = 7 * 24 * 3600
 #: Cap on one job's event stream length.
 EVENTS_MAXLEN = 1000
+
+#: `/api/v1/pressure`'s hysteresis latch, shared by every controller process: `queue-full` while
+#: the queue has reached its limit and not yet drained to the resume mark; absent otherwise.
+PRESSURE = f"{PREFIX}:pressure"
