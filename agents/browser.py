@@ -1,16 +1,16 @@
 """Launch Chromium with the Semantest extension and bring it to "ready".
 
-Ready means: the extension's service worker is up, "Allow User Scripts" is on (clicked through
-`chrome://extensions` the first time; the profile remembers it), and the worker has been told
-where the controller and the bridge are, registered the addons and connected back.
+Ready means: the extension's service worker is up, "Allow User Scripts" is on, and the worker
+has been told where the controller and the bridge are, registered the addons and connected back.
+The toggle is normally on already: agent profiles are copies of a prepared template
+(`browser_profiles`). On a profile without it `launch` still clicks it through
+`chrome://extensions` as a fallback (slow; the profile remembers it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,24 @@ from typing import Any
 import aiofiles.os
 from playwright.async_api import BrowserContext, Playwright, Worker
 
+from browser_profiles.extension import (
+    allow_user_scripts,
+    drop_stale_extension_code,
+    enable_user_scripts,
+    extension_digest,
+    launch_args,
+    service_worker,
+)
 from extension_bridge import EXTENSION_DIR
-from semantest.config import CHROMIUM_ARGS
+
+__all__ = [
+    "CONFIGURE_JS",
+    "ExtensionBrowser",
+    "allow_user_scripts",
+    "drop_stale_extension_code",
+    "extension_digest",
+    "launch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +63,11 @@ async def launch(
     bridge_url: str,
     extension_dir: Path = EXTENSION_DIR,
 ) -> ExtensionBrowser:
-    """Launch Chromium on `profile_dir` with the extension and configure it."""
+    """Launch Chromium on `profile_dir` with the extension and configure it.
+
+    `profile_dir` should be held through `browser_profiles.open_profile` (lock + template copy);
+    any folder works, at the price of the toggle click on a new one.
+    """
     started = time.perf_counter()
     await aiofiles.os.makedirs(profile_dir, exist_ok=True)
     await asyncio.to_thread(drop_stale_extension_code, profile_dir, extension_dir)
@@ -55,24 +75,13 @@ async def launch(
         str(profile_dir),
         executable_path=chromium,
         headless=True,
-        args=[
-            *CHROMIUM_ARGS,
-            f"--disable-extensions-except={extension_dir}",
-            f"--load-extension={extension_dir}",
-        ],
+        args=launch_args(extension_dir),
         viewport={"width": 1280, "height": 900},
     )
-    worker = await _service_worker(context)
+    worker = await service_worker(context)
     extension_id = worker.url.split("/")[2]
-    if not await worker.evaluate("() => typeof chrome.userScripts !== 'undefined'"):
-        await allow_user_scripts(context, extension_id)
-        # The running worker sees the API as soon as the toggle flips; no restart needed.
-        await worker.evaluate(
-            """async () => {
-                for (let i = 0; i < 100 && typeof chrome.userScripts === 'undefined'; i++)
-                    await new Promise(r => setTimeout(r, 50));
-            }"""
-        )
+    if await enable_user_scripts(context, worker):
+        log.warning("profile %s had Allow User Scripts off: clicked it (slow path)", profile_dir)
     configured: dict[str, Any] = await worker.evaluate(
         CONFIGURE_JS, {"controllerUrl": controller_url, "bridgeUrl": bridge_url}
     )
@@ -83,54 +92,3 @@ async def launch(
         [a["id"] for a in configured.get("addons", [])],
     )
     return ExtensionBrowser(context, worker, extension_id, configured)
-
-
-def extension_digest(extension_dir: Path) -> str:
-    """sha256 over the extension's files (names and bytes), to tell one build from another."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in extension_dir.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(extension_dir).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def drop_stale_extension_code(profile_dir: Path, extension_dir: Path) -> bool:
-    """Forget the profile's cached service-worker scripts when the extension changed.
-
-    Chromium keeps an unpacked extension's service worker in `Default/Service Worker` and runs
-    that copy on the next launch even when the files on disk are newer. The extension's stored
-    settings and the "Allow User Scripts" toggle live elsewhere in the profile and survive.
-    Returns True when the cache was dropped.
-    """
-    stamp = profile_dir / "semantest-extension.sha256"
-    current = extension_digest(extension_dir)
-    if stamp.exists() and stamp.read_text().strip() == current:
-        return False
-    shutil.rmtree(profile_dir / "Default" / "Service Worker", ignore_errors=True)
-    stamp.write_text(current + "\n")
-    return True
-
-
-async def allow_user_scripts(context: BrowserContext, extension_id: str) -> None:
-    """Turn on the per-extension "Allow User Scripts" toggle (stored in the profile)."""
-    page = await context.new_page()
-    try:
-        await page.goto(f"chrome://extensions/?id={extension_id}")
-        toggle = page.locator("#allow-user-scripts")
-        await toggle.wait_for(state="attached")
-        # A cr-toggle, not an <input>: its state is the element's `checked` property.
-        if not await toggle.evaluate("e => !!e.checked"):
-            await toggle.click()
-        log.info("turned on Allow User Scripts for %s", extension_id)
-    finally:
-        await page.close()
-
-
-async def _service_worker(context: BrowserContext) -> Worker:
-    for worker in context.service_workers:
-        if worker.url.startswith("chrome-extension://"):
-            return worker
-    found: Worker = await context.wait_for_event(
-        "serviceworker", predicate=lambda w: w.url.startswith("chrome-extension://")
-    )
-    return found

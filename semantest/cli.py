@@ -104,5 +104,32 @@ def fleet(
         raise typer.Exit(0) from None
 
 
+@app.command("login-desk")
+def login_desk(
+    profile: Annotated[str, typer.Argument(help="agent id (data/profiles/ID) or a profile path")],
+    url: Annotated[str | None, typer.Option(help="page to open first")] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="desk port (0: free)")] = 0,
+    headless: Annotated[bool, typer.Option("--headless", help="desk page with DISPLAY")] = False,
+) -> None:
+    """Open a browser profile so a person can log it in to a provider (docs/profiles.md).
+
+    Runs `python -m browser_profiles login-desk` as a child (the kernel does not import
+    browser_profiles) and passes Ctrl-C/SIGTERM on, so the browser closes cleanly."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "browser_profiles", "login-desk", profile, "--port", str(port)]
+    argv += ["--url", url] if url else []
+    argv += ["--headless"] if headless else []
+    child = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)  # Ctrl-C reaches the child too; a second one is harmless
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    raise typer.Exit(child.wait())
+
+
 if __name__ == "__main__":
     app()

@@ -34,6 +34,11 @@ def agent(agent_id: str) -> str:
     return f"{PREFIX}:agent:{agent_id}"
 
 
+def account_budget(account: str) -> str:
+    """A provider account's budget: sorted set of its takes in the last hour (score = ms)."""
+    return f"{PREFIX}:budget:{account}"
+
+
 def queue_name(provider: str, priority: str = "normal") -> str:
     """The RQ queue for one provider and priority lane; agents listen on their providers'."""
     return f"{PREFIX}.{provider}.{priority}"
