@@ -1,8 +1,13 @@
-"""`python -m agents [--name NAME] [--provider sandbox]`: run one agent in the foreground."""
+"""`python -m agents [--name NAME] [--slots K] [--provider P]`: run one agent in the foreground.
+
+Most people run agents through the pool supervisor instead (`semantest agents --count N`),
+which restarts and recycles them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from agents.worker import run_agent
 from semantest.config import get_settings
@@ -10,14 +15,21 @@ from semantest.logs import configure_logging
 
 
 def main() -> None:
-    """Parse arguments and run the agent until SIGTERM/SIGINT."""
+    """Parse arguments and run the agent until SIGTERM/SIGINT; exit with its code."""
     parser = argparse.ArgumentParser(prog="python -m agents", description=__doc__)
-    parser.add_argument("--name", help="agent id (default: host-pid)")
+    parser.add_argument(
+        "--name", help="agent id, which also names its browser profile (default: host name)"
+    )
+    parser.add_argument("--slots", type=int, help="tab slots (default: SEMANTEST_SLOTS)")
     parser.add_argument("--provider", default="sandbox", help="provider whose queues to serve")
     args = parser.parse_args()
     settings = get_settings()
+    if args.slots is not None:
+        if not 1 <= args.slots <= 16:
+            parser.error("--slots must be between 1 and 16")
+        settings = settings.model_copy(update={"slots": args.slots})
     configure_logging(settings.log_level, role=f"agent[{args.name or '-'}]")
-    run_agent(settings, name=args.name, provider=args.provider)
+    sys.exit(run_agent(settings, name=args.name, provider=args.provider))
 
 
 if __name__ == "__main__":

@@ -1,48 +1,140 @@
-"""A tab slot: one provider page in the agent's browser, and the addon tab id behind it.
+"""A tab slot: one provider page in the agent's browser, the addon tab behind it, and its state.
 
-A slot is (re)opened by navigating its page to the provider's start URL and waiting for the
-addon in it to announce itself over the bridge; after that jobs go to that tab id until the
-addon disappears (then the next job reopens the slot).
+A slot (re)opens by navigating its own page to the provider's start URL with a marker in the
+fragment (`#semantest-slot=<name>.<nonce>`) and waiting for the addon whose `addon.ready` carries
+exactly that URL. So a slot only ever adopts the tab it opened — never another slot's tab, never
+a stray page — and it reads the addon's `detectState()` from that message: a page that is not
+`ready` (logged out, rate-limited) parks the slot with that reason instead of taking jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from dataclasses import dataclass, field
 
 from playwright.async_api import BrowserContext, Page
 
 from extension_bridge.server import BridgeServer
+from semantest.errors import RetryableFailure
+from semantest.fleet import SlotInfo, SlotState
 
 log = logging.getLogger(__name__)
+
+#: Addon states that make a slot unable to take jobs, and how long it stays parked before it
+#: looks again (seconds).
+PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 10.0, "busy": 5.0}
+
+
+class SlotParked(RetryableFailure):
+    """The slot's page cannot take jobs now (logged out, rate-limited); retry elsewhere."""
 
 
 @dataclass
 class Slot:
     """One provider page that runs one job at a time."""
 
+    index: int
     name: str
+    provider: str
+    account: str
     start_url: str
     page: Page | None = None
     tab_id: int | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    marker: str = ""
+    state: SlotState = SlotState.STARTING
+    job_id: str | None = None
+    parked_reason: str | None = None
+    parked_until: float = 0.0
+    jobs_done: int = 0
+    #: Set to stop the running attempt: `abort_kind` is `drain` (give the job back uncharged),
+    #: `stale` (another attempt owns it now) or `crash` (a retryable failure); `abort_reason`
+    #: is the message.
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    abort_kind: str = ""
+    abort_reason: str = ""
+
+    def stop_attempt(self, kind: str, reason: str) -> None:
+        """Abort the running attempt (no-op when idle)."""
+        if self.job_id is not None and not self.abort.is_set():
+            self.abort_kind, self.abort_reason = kind, reason
+            self.abort.set()
+
+    @property
+    def parked(self) -> bool:
+        """Parked and not yet due for another look."""
+        return self.parked_reason is not None and time.monotonic() < self.parked_until
+
+    def info(self) -> SlotInfo:
+        """What the heartbeat says about this slot."""
+        return SlotInfo(
+            index=self.index,
+            name=self.name,
+            provider=self.provider,
+            account=self.account,
+            state=SlotState.PARKED if self.parked_reason else self.state,
+            job_id=self.job_id,
+            parked_reason=self.parked_reason,
+            jobs_done=self.jobs_done,
+        )
+
+    def park(self, reason: str, seconds: float) -> None:
+        """Stop taking jobs for `seconds` (then the next open looks at the page again)."""
+        if self.parked_reason != reason:
+            log.warning("slot %s parked: %s", self.name, reason)
+        self.parked_reason, self.parked_until = reason, time.monotonic() + seconds
+        self.forget_tab()
 
     async def ready_tab(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> int:
-        """The tab id of this slot's addon, opening or reloading the page when needed."""
-        if self.tab_id is not None and self.tab_id in bridge.state.tabs:
-            return self.tab_id
+        """The tab id of this slot's addon, opening or reloading the page when needed.
+
+        Raises `SlotParked` when the page says it cannot take jobs, and `RetryableFailure`
+        when the addon does not announce itself within `timeout`.
+        """
+        ready = bridge.state.tabs.get(self.tab_id) if self.tab_id is not None else None
+        if ready is not None and ready.url.endswith(self.marker):
+            return ready.tab_id
         if self.page is None or self.page.is_closed():
             self.page = await context.new_page()
-        seen = {ready.id for ready in bridge.state.tabs.values()}
-        bridge.state.tabs.pop(self.tab_id or -1, None)
-        await self.page.goto(self.start_url, wait_until="domcontentloaded")
-        self.tab_id = await bridge.wait_for_tab(
-            lambda r: r.id not in seen and r.url.startswith(self.start_url), timeout
-        )
-        log.info("slot %s ready on tab %s (%s)", self.name, self.tab_id, self.start_url)
-        return self.tab_id
+            self.page.on("crash", lambda _page: self._crashed())
+        if self.tab_id is not None:
+            bridge.state.tabs.pop(self.tab_id, None)
+        self.tab_id = None
+        self.marker = f"#semantest-slot={self.name}.{secrets.token_hex(4)}"
+        if self.page.url.split("#", 1)[0] == self.start_url:
+            # Only the fragment would change: a same-document navigation that does not reload
+            # the page (nor re-inject the addon). Set the new marker, then reload.
+            await self.page.evaluate("marker => { location.hash = marker; }", self.marker)
+            await self.page.reload(wait_until="domcontentloaded")
+        else:
+            await self.page.goto(self.start_url + self.marker, wait_until="domcontentloaded")
+        marker = self.marker
+        try:
+            tab = await bridge.wait_for_tab(lambda r: r.url.endswith(marker), timeout)
+        except TimeoutError:
+            raise RetryableFailure(
+                f"the {self.provider} addon did not start in slot {self.name} "
+                f"within {timeout:.0f} s",
+                "SLOT_UNAVAILABLE",
+            ) from None
+        state = bridge.state.tabs[tab].state
+        if state in PARK_FOR_S:
+            self.park(state, PARK_FOR_S[state])
+            raise SlotParked(f"slot {self.name}: the provider page is {state}", "SLOT_PARKED")
+        self.tab_id = tab
+        self.parked_reason = None
+        log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
+        return tab
 
     def forget_tab(self) -> None:
-        """The addon is gone or broken: reopen before the next job."""
+        """The addon is gone, broken or was canceled mid-job: reload before the next job."""
         self.tab_id = None
+        self.marker = ""
+
+    def _crashed(self) -> None:
+        log.error("slot %s: the page crashed; it reopens before the next job", self.name)
+        self.forget_tab()
+        self.page = None
+        self.stop_attempt("crash", "the provider page crashed")

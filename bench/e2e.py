@@ -105,8 +105,8 @@ def run_stack(
                     raise SystemExit(f"job {job_id}: stored bytes differ from the sandbox's PNG")
                 if n >= warmup:
                     times.append(record["finishedAt"] - submitted)
-        agent = next(c for c in stack.children if c.name == "agent-1")
-        memory = memory_kb(agent.proc.pid)
+        # the agent process itself (its pool supervisor is not part of one agent's memory)
+        memory = memory_kb(int(agent_info["pid"]))
         figures = {
             "cold_start_s": float(agent_info.get("readyAfterS") or "nan"),
             "pss_mb": memory["Pss"] / 1024,

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             storage=LocalStorage(settings.images_dir),
             key_hashes=key_hashes,
         )
-        retries = RetryScheduler(redis_sync)
+        retries = RetryScheduler.for_controller(redis, redis_sync, settings)
         retries.start()
         try:
             yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anyio import to_thread
 from redis import Redis
-from rq import Callback, Queue, Retry
+from rq import Callback, Queue
 
 from semantest import keys
 from semantest.config import Settings
@@ -13,9 +13,8 @@ from semantest.models import JobRecord
 
 def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
     queue = Queue(keys.queue_name(record.provider, record.priority.value), connection=redis)
-    retries = settings.max_attempts - 1
-    backoff = settings.retry_backoff_s
-    intervals = [backoff[min(i, len(backoff) - 1)] for i in range(retries)]
+    # No RQ `Retry` here: whether a job runs again is decided by `semantest.attempts` from the
+    # record, and the attempt tells RQ (see agents/jobs.py).
     queue.enqueue_call(
         func=keys.GENERATE_FUNC,
         args=(record.id,),
@@ -23,7 +22,6 @@ def _enqueue(redis: Redis, settings: Settings, record: JobRecord) -> None:
         timeout=settings.job_timeout_s + keys.RQ_TIMEOUT_MARGIN_S,
         result_ttl=3600,
         failure_ttl=keys.RECORD_TTL_S,
-        retry=Retry(max=retries, interval=intervals) if retries else None,
         on_failure=Callback(keys.FAILURE_CALLBACK),
     )
 

@@ -1,10 +1,13 @@
-"""Bring RQ's delayed retries back onto their queues.
+"""The controller's once-a-second background work: RQ's retry scheduler and the lease reaper.
 
 A retryable failure is re-queued by RQ after a back-off (`Retry(interval=...)`): RQ parks it in
 the queue's ScheduledJobRegistry, and only an `RQScheduler` moves it back. RQ normally forks that
 scheduler out of a worker; our agents hold a browser and an event-loop thread, so they must not
 fork. The controller runs it instead, inline on a thread, once per second. Several controllers
 share the work through RQ's own per-queue scheduler locks.
+
+The same loop runs the lease reaper (`semantest.leases`), which re-queues the jobs of agents
+that stopped heart-beating.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import logging
 
 from anyio import to_thread
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from rq.scheduler import RQScheduler
 
 from semantest import keys
+from semantest.config import Settings
+from semantest.leases import Reaper
 from semantest.models import KNOWN_PROVIDERS, Priority
 
 log = logging.getLogger(__name__)
@@ -26,11 +32,12 @@ log = logging.getLogger(__name__)
 class RetryScheduler:
     """Enqueue due scheduled jobs of every provider queue, every `interval` seconds."""
 
-    def __init__(self, redis: Redis, interval: int = 1) -> None:
+    def __init__(self, redis: Redis, interval: int = 1, reaper: Reaper | None = None) -> None:
         queues = [keys.queue_name(p, prio.value) for p in KNOWN_PROVIDERS for prio in Priority]
         # An int: RQ sends `interval + 60` to Redis as a lock TTL, which must be integral.
         self._scheduler = RQScheduler(queues, connection=redis, interval=interval)
         self._interval = interval
+        self._reaper = reaper
         self._task: asyncio.Task[None] | None = None
 
     def tick(self) -> None:
@@ -45,10 +52,19 @@ class RetryScheduler:
     async def _run(self) -> None:
         while True:
             try:
+                if self._reaper is not None:
+                    await self._reaper.reap()
                 await to_thread.run_sync(self.tick)
             except Exception:
-                log.exception("retry scheduler pass failed; trying again")
+                log.exception("scheduler pass failed; trying again")
             await asyncio.sleep(self._interval)
+
+    @classmethod
+    def for_controller(
+        cls, redis: AsyncRedis, redis_sync: Redis, settings: Settings
+    ) -> RetryScheduler:
+        """The scheduler with the lease reaper, as the controller runs it."""
+        return cls(redis_sync, reaper=Reaper(redis, redis_sync, settings))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rq-retry-scheduler")

@@ -80,6 +80,21 @@ class JobRun(Message):
     job_id: str
     prompt: str
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Milliseconds the addon has for this job (what is left of the attempt's deadline); the
+    #: addon runtime hands it to the driver as `options.timeoutMs`.
+    timeout_ms: Annotated[int, Field(ge=1)] | None = None
+
+
+class JobCancel(Message):
+    """Agent → extension: stop `job_id` in `tab_id` (its deadline passed or the agent drains).
+
+    The addon aborts the driver's waits and answers `job.error` with code `CANCELED`.
+    """
+
+    type: Literal["job.cancel"] = "job.cancel"
+    tab_id: int
+    job_id: str
+    reason: str = "canceled"
 
 
 class JobProgress(Message):
@@ -125,7 +140,15 @@ class JobErrorMessage(Message):
 
 
 AnyMessage = Annotated[
-    Hello | Ping | Pong | AddonReady | JobRun | JobProgress | JobResult | JobErrorMessage,
+    Hello
+    | Ping
+    | Pong
+    | AddonReady
+    | JobRun
+    | JobCancel
+    | JobProgress
+    | JobResult
+    | JobErrorMessage,
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[AnyMessage] = TypeAdapter(AnyMessage)

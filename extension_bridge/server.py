@@ -3,12 +3,18 @@
 One `BridgeServer` per browser. The extension connects to `url` (which carries a random token,
 so another local process cannot pose as the extension), says `hello`, and announces each addon
 tab with `addon.ready`. `run_job()` sends a `job.run` to a tab and resolves when that job's
-`job.result` or `job.error` comes back, passing `job.progress` messages to a callback.
+`job.result` or `job.error` comes back, passing `job.progress` messages to a callback;
+`cancel_job()` tells the addon to stop one. Each tab is its own channel: jobs of different
+tabs run concurrently over the one socket, matched by job id.
+
+A failing progress callback (say, Redis briefly unreachable) is logged and dropped: it must not
+close the socket, which would fail every other tab's job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -22,6 +28,7 @@ from extension_bridge import protocol
 from extension_bridge.protocol import (
     AddonReady,
     Hello,
+    JobCancel,
     JobErrorMessage,
     JobProgress,
     JobResult,
@@ -91,6 +98,15 @@ class BridgeServer:
         assert tab is not None
         return tab
 
+    async def cancel_job(self, tab_id: int, job_id: str, reason: str) -> None:
+        """Ask the addon in `tab_id` to stop `job_id`; best effort (the tab may be gone)."""
+        self._pending.pop(job_id, None)
+        if self._conn is None:
+            return
+        cancel = JobCancel(tab_id=tab_id, job_id=job_id, reason=reason)
+        with contextlib.suppress(ConnectionClosed):
+            await self._conn.send(protocol.dump(cancel))
+
     async def run_job(
         self, run: JobRun, on_progress: ProgressCallback, timeout: float
     ) -> JobResult:
@@ -152,7 +168,10 @@ class BridgeServer:
                 await self._notify()
             case JobProgress():
                 if (pending := self._pending.get(msg.job_id)) is not None:
-                    await pending.on_progress(msg)
+                    try:
+                        await pending.on_progress(msg)
+                    except Exception:  # the job goes on; only this progress step is lost
+                        log.exception("progress of job %s not recorded", msg.job_id)
             case JobResult():
                 if (pending := self._pending.get(msg.job_id)) and not pending.done.done():
                     pending.done.set_result(msg)

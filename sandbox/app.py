@@ -34,13 +34,14 @@ FAULT_MESSAGES = {
     "server": "503 upstream overloaded, please try again",
     "ratelimit": "429 too many requests, slow down",
     "refusal": "This prompt may violate our content policy.",
+    # "hang": no message — the reply starts streaming and never finishes
 }
 
 
 class FaultsIn(BaseModel):
     """Body of ``POST /_sandbox/faults``: the next ``count`` replies fail with ``kind``."""
 
-    kind: Literal["server", "ratelimit", "refusal"]
+    kind: Literal["server", "ratelimit", "refusal", "hang"]
     count: Annotated[int, Field(ge=0, le=1000)] = 1
 
 
@@ -158,6 +159,8 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
 
         async def lines() -> AsyncIterator[bytes]:
             for n, chunk in enumerate(chunks, start=1):
+                if fault == "hang" and n == 2:
+                    await asyncio.Event().wait()  # until the client goes away
                 if fault is not None and n == 2:
                     yield _ndjson({"type": "error", "message": FAULT_MESSAGES[fault]})
                     return

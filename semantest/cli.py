@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from types import FrameType
 from typing import Annotated
@@ -41,11 +43,14 @@ def _on_signals(*, interrupt: bool) -> list[int]:
 @app.command()
 def up(
     agents: Annotated[int, typer.Option(min=0, max=32, help="number of agents")] = 1,
+    slots: Annotated[
+        int | None, typer.Option(min=1, max=16, help="tab slots per agent [SEMANTEST_SLOTS]")
+    ] = None,
 ) -> None:
     """Run redis-server (unless SEMANTEST_REDIS_URL is set), the controller, the sandbox
-    provider and N agents in the foreground until Ctrl-C or SIGTERM."""
+    provider and N agents (under the pool supervisor) in the foreground until Ctrl-C or SIGTERM."""
     stop = _on_signals(interrupt=False)
-    stack = Stack(Settings(), agents=agents)
+    stack = Stack(Settings(), agents=agents, slots=slots)
     console.print(f"starting {agents} agent(s); logs in {stack.logs_dir}/")
     try:
         stack.start()
@@ -67,6 +72,23 @@ def up(
         console.print("stopping…")
         stack.stop()
         console.print("stopped.")
+
+
+@app.command()
+def agents(
+    count: Annotated[int, typer.Option(min=0, max=64, help="agents to keep running")] = 1,
+    slots: Annotated[
+        int | None, typer.Option(min=1, max=16, help="tab slots per agent [SEMANTEST_SLOTS]")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="agents are named <prefix>-<n>")] = "agent",
+) -> None:
+    """Run the pool supervisor: N agents, restarted when they crash, recycled after
+    SEMANTEST_RECYCLE_AFTER_JOBS jobs or SEMANTEST_RECYCLE_RSS_MB, drained on SIGTERM.
+    Needs SEMANTEST_REDIS_URL and a running controller (for addons and retries)."""
+    argv = [sys.executable, "-m", "agents.pool", "--count", str(count), "--prefix", prefix]
+    if slots is not None:
+        argv += ["--slots", str(slots)]
+    os.execv(sys.executable, argv)  # noqa: S606 - becomes the pool; signals go straight to it
 
 
 @app.command()
@@ -116,7 +138,6 @@ def login_desk(
     Runs `python -m browser_profiles login-desk` as a child (the kernel does not import
     browser_profiles) and passes Ctrl-C/SIGTERM on, so the browser closes cleanly."""
     import subprocess
-    import sys
 
     argv = [sys.executable, "-m", "browser_profiles", "login-desk", profile, "--port", str(port)]
     argv += ["--url", url] if url else []

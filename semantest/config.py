@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     recycle_rss_mb: Annotated[int, Field(ge=0)] = 2048
     #: Jobs one provider account (browser profile) may run per hour; 0 means no budget.
     account_budget_per_hour: Annotated[int, Field(ge=0)] = 0
-    #: Prepared profile that new agent profiles are copied from (default: <data>/profiles/_template).
+    #: Prepared profile new agent profiles are copied from (default: <data>/profiles/_template).
     profile_template: Path | None = None
     #: `/api/v1/pressure` turns unavailable at this many queued jobs per live slot, and available
     #: again below `pressure_resume_ratio` of that.

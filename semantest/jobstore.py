@@ -26,6 +26,14 @@ class TerminalRecord(Exception):
         self.record = record
 
 
+class StaleLease(Exception):
+    """The writer's lease is no longer the record's: another attempt (or the reaper) took over."""
+
+    def __init__(self, record: JobRecord, lease: str) -> None:
+        super().__init__(f"job {record.id}: lease {lease} is stale (now {record.lease})")
+        self.record = record
+
+
 class JobStore:
     """Typed access to job records; one instance per Redis client."""
 
@@ -47,13 +55,19 @@ class JobStore:
         return None if raw is None else JobRecord.from_json(raw)
 
     async def update(
-        self, job_id: str, change: Callable[[JobRecord], None], *, allow_terminal: bool = False
+        self,
+        job_id: str,
+        change: Callable[[JobRecord], None],
+        *,
+        allow_terminal: bool = False,
+        lease: str | None = None,
     ) -> JobRecord:
         """Apply `change` to the current record atomically and append an event.
 
         Raises `KeyError` for an unknown job and `TerminalRecord` when the record is already
         final (unless `allow_terminal`), so a late or duplicate attempt can never overwrite a
-        recorded result.
+        recorded result. With `lease`, the write is fenced: it applies only while the record's
+        lease is that token, else `StaleLease` (checked inside the same WATCH/MULTI).
         """
         key = keys.job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -66,6 +80,8 @@ class JobStore:
                     record = JobRecord.from_json(raw)
                     if record.status.terminal and not allow_terminal:
                         raise TerminalRecord(record)
+                    if lease is not None and record.lease != lease:
+                        raise StaleLease(record, lease)
                     change(record)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, record.to_json(), ex=keys.RECORD_TTL_S)

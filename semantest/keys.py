@@ -19,6 +19,10 @@ LEASE_TTL_S = 10
 AGENT_TTL_S = LEASE_TTL_S
 
 
+#: Held (a few seconds) by the controller process that runs the lease reaper's current pass.
+REAPER_LOCK = f"{PREFIX}:reaper"
+
+
 def job(job_id: str) -> str:
     """The job record (JSON string)."""
     return f"{PREFIX}:job:{job_id}"

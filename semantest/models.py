@@ -132,6 +132,9 @@ class JobRecord(CamelModel):
     started_at: float | None = None
     finished_at: float | None = None
     agent: str | None = None
+    #: Fencing token of the attempt that holds the job (`<worker>#<attempt>`); only that
+    #: attempt may write the record. None while queued or waiting for a retry.
+    lease: str | None = None
     images: list[ImageRecord] = Field(default_factory=list)
     error: JobError | None = None
     batch_id: str | None = None

@@ -1,9 +1,10 @@
 """Run the whole local stack as child processes: redis-server, controller, sandbox, agents.
 
 `Stack` is what `semantest up`, `semantest demo`, the end-to-end tests and the benchmarks
-share. Children log to `<data_dir>/logs/<name>.log`, die with their parent (PR_SET_PDEATHSIG),
-and are stopped in dependency order: agents first (RQ warm shutdown finishes their job), then
-the controller and sandbox, Redis last.
+share. Agents run under the pool supervisor (`python -m agents.pool`), which restarts and
+recycles them. Children log to `<data_dir>/logs/<name>.log`, die with their parent
+(PR_SET_PDEATHSIG), and are stopped in dependency order: agents first (they drain: running
+jobs finish or go back to the queue), then the controller and sandbox, Redis last.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """`preexec_fn` for children: when their parent dies they get SIGTERM."""
     # Runs in the child between fork and exec: if `semantest up` is killed, so is the child.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -86,6 +88,8 @@ class Stack:
 
     settings: Settings
     agents: int = 1
+    #: Tab slots per agent (None: the settings' `slots`).
+    slots: int | None = None
     persist_redis: bool = True
     children: list[Child] = field(default_factory=list)
 
@@ -133,7 +137,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # only calls prctl: safe even with threads
+                preexec_fn=die_with_parent,  # only calls prctl: safe even with threads
                 # Own process group: a terminal's Ctrl-C reaches only us, and we stop the
                 # children in order (agents before the Redis they report to).
                 process_group=0,
@@ -169,8 +173,11 @@ class Stack:
         self.spawn("controller", [py, "-m", "controller"])
         self._wait_http(f"{self.settings.sandbox_url}/health", deadline)
         self._wait_http(f"{self.url}/api/v1/health", deadline)
-        for i in range(self.agents):
-            self.spawn(f"agent-{i + 1}", [py, "-m", "agents", "--name", f"agent-{i + 1}"])
+        if self.agents:
+            argv = [py, "-m", "agents.pool", "--count", str(self.agents)]
+            if self.slots is not None:
+                argv += ["--slots", str(self.slots)]
+            self.spawn("agents", argv)
         self.wait_agents(self.agents, deadline)
 
     def _start_redis(self, deadline: float) -> None:

@@ -21,7 +21,7 @@
    * Resolves with check()'s first truthy value, re-checking on every mutation
    * under `root`; rejects with `timeoutError` after `timeoutMs`.
    */
-  function until(root, observeOptions, check, timeoutMs, timeoutError) {
+  function until(root, observeOptions, check, timeoutMs, timeoutError, signal) {
     return new Promise((resolve, reject) => {
       const first = check();
       if (first) return resolve(first);
@@ -30,9 +30,12 @@
         if (value) finish(() => resolve(value));
       });
       const timer = setTimeout(() => finish(() => reject(timeoutError())), Math.max(0, timeoutMs));
+      const onAbort = () => finish(() => reject(fail("CANCELED", "the job was canceled", false)));
+      signal?.addEventListener("abort", onAbort, { once: true });
       function finish(settle) {
         observer.disconnect();
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         settle();
       }
       observer.observe(root, observeOptions);
@@ -79,14 +82,14 @@
     }
   }
 
-  async function submit(prompt, options, progress) {
+  async function submit(prompt, options, progress, signal) {
     const composer = $("#composer");
     const send = $("#send");
     if (!composer || !send) throw fail("PAGE_CHANGED", "no #composer or #send on this page", true);
     knownTurns = new Set(assistantTurns());
     typeInto(composer, prompt);
     await until(send, { attributes: true, attributeFilter: ["disabled"] }, () => !send.disabled,
-      SEND_ENABLE_TIMEOUT_MS, () => fail("COMPOSER_STUCK", "the send button stayed disabled", true));
+      SEND_ENABLE_TIMEOUT_MS, () => fail("COMPOSER_STUCK", "the send button stayed disabled", true), signal);
     send.click();
     progress(30, "waiting");
   }
@@ -111,7 +114,7 @@
     });
   }
 
-  async function collect(progress, options = {}) {
+  async function collect(progress, options = {}, signal) {
     const timeoutMs = Number(options.timeoutMs) > 0 ? Number(options.timeoutMs) : DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
     const thread = $("#thread");
@@ -120,11 +123,11 @@
     const finished = () => assistantTurns().find(
       (turn) => !knownTurns.has(turn) && (turn.dataset.state === "done" || turn.dataset.state === "error"));
     const turn = await until(thread, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"] },
-      finished, timeoutMs, () => fail("PROVIDER_TIMEOUT", `no finished reply within ${timeoutMs} ms`, true));
+      finished, timeoutMs, () => fail("PROVIDER_TIMEOUT", `no finished reply within ${timeoutMs} ms`, true), signal);
     if (turn.dataset.state === "error") throw classifyError(($(".text", turn)?.textContent || "").trim());
 
     await until(turn, { childList: true, subtree: true }, () => $("img.generated", turn),
-      Math.min(IMAGE_APPEAR_GRACE_MS, deadline - Date.now()), () => fail("NO_IMAGE", "the reply has no image", false));
+      Math.min(IMAGE_APPEAR_GRACE_MS, deadline - Date.now()), () => fail("NO_IMAGE", "the reply has no image", false), signal);
     const images = await Promise.all([...turn.querySelectorAll("img.generated")].map((img) => loaded(img, deadline)));
     progress(80, "capturing");
     return images.map((img) => ({ url: img.src, width: img.naturalWidth, height: img.naturalHeight }));

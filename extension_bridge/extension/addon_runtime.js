@@ -1,9 +1,13 @@
 // Semantest addon runtime. Injected (USER_SCRIPT world) before every addon.
 // An addon calls SemantestAddon.define(driver) with
-//   {id, version, detectState(), submit(prompt, options, progress), collect(progress, options)}
+//   {id, version, detectState(), submit(prompt, options, progress, signal),
+//    collect(progress, options, signal)}
 // and the runtime does the rest: connects to the service worker, says
 // `addon.ready`, runs `job.run` messages through the driver and posts
-// `job.progress`, `job.result` or `job.error` back.
+// `job.progress`, `job.result` or `job.error` back. `options.timeoutMs` is what
+// is left of the job's deadline; `signal` (an AbortSignal) fires on `job.cancel`,
+// and the runtime answers a canceled job with `job.error` CANCELED at once,
+// whether or not the driver listens to the signal.
 (() => {
   if (globalThis.SemantestAddon) return; // already injected by another addon on this page
 
@@ -33,6 +37,7 @@
 
     let port = null;
     let running = null; // jobId of the job in progress
+    let abort = null;   // AbortController of the running job
     let retries = 0;     // reconnect attempts since the last port that lived a while
     let connectedAt = 0;
 
@@ -86,9 +91,10 @@
 
     function onMessage(message) {
       if (message?.type === "job.run") runJob(message);
+      else if (message?.type === "job.cancel" && message.jobId === running) abort?.abort(message.reason);
     }
 
-    async function runJob({ jobId, prompt, options = {} }) {
+    async function runJob({ jobId, prompt, options = {}, timeoutMs }) {
       const fail = (err) => post({
         type: "job.error",
         jobId,
@@ -101,7 +107,12 @@
       if (BLOCKING_STATES[state]) return fail(error(BLOCKING_STATES[state], `the page is ${state}`, true));
 
       running = jobId;
-      const progress = (percent, stage, message) => post({
+      abort = new AbortController();
+      const { signal } = abort;
+      const canceled = new Promise((_, reject) => signal.addEventListener("abort", () => reject(
+        error("CANCELED", `job ${jobId} canceled: ${signal.reason || "canceled"}`, false)), { once: true }));
+      const driverOptions = timeoutMs > 0 ? { ...options, timeoutMs } : options;
+      const progress = (percent, stage, message) => !signal.aborted && post({
         type: "job.progress",
         jobId,
         progress: Math.max(0, Math.min(100, Math.round(percent))),
@@ -110,14 +121,17 @@
       });
       try {
         progress(10, "typing");
-        await driver.submit(prompt, options, progress);
-        const found = await driver.collect(progress, options);
-        const images = await Promise.all((found || []).map(describeImage));
+        const images = await Promise.race([canceled, (async () => {
+          await driver.submit(prompt, driverOptions, progress, signal);
+          const found = await driver.collect(progress, driverOptions, signal);
+          return Promise.all((found || []).map(describeImage));
+        })()]);
         post({ type: "job.result", jobId, images });
       } catch (err) {
         fail(err);
       } finally {
-        running = null;
+        if (running === jobId) running = null;
+        abort = null;
       }
     }
 

@@ -41,7 +41,17 @@ export class AddonPorts {
       return;
     }
     this.#jobs(tabId).add(jobId);
-    entry.port.postMessage({ type: "job.run", jobId, prompt: message.prompt, options: message.options || {} });
+    entry.port.postMessage({
+      type: "job.run", jobId, prompt: message.prompt, options: message.options || {},
+      timeoutMs: message.timeoutMs,
+    });
+  }
+
+  /** Handles `job.cancel` from the bridge: the addon aborts and answers job.error CANCELED. */
+  cancelJob({ tabId, jobId, reason }) {
+    const entry = this.byTab.get(tabId);
+    if (!entry) return; // the page is gone already; so is the job
+    entry.port.postMessage({ type: "job.cancel", jobId, reason: reason || "canceled" });
   }
 
   /** On every bridge (re)open: tell the agent again which tabs have an addon ready. */

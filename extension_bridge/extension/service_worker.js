@@ -32,6 +32,8 @@ const ports = new AddonPorts((type, fields, opts) => bridge.send(type, fields, o
 function fromBridge(message) {
   if (message.type === "job.run") {
     ports.runJob(message);
+  } else if (message.type === "job.cancel") {
+    ports.cancelJob(message);
   } else {
     console.warn("[semantest] ignoring bridge message", message.type);
   }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from pydantic import ValidationError
@@ -46,8 +47,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def live_agents(api: httpx.Client, stack: Stack, timeout: float = 15) -> list[dict[str, Any]]:
-    """The fleet's agents once at least one is listed; until the agent side publishes the
-    `AgentHeartbeat` contract, xfail (an agent that publishes it wrongly fails)."""
+    """The fleet's agents once at least one is listed; a heartbeat that breaks the
+    `AgentHeartbeat` contract fails the test."""
     assert stack.settings.redis_url
     r = redis.Redis.from_url(stack.settings.redis_url)
     deadline = time.monotonic() + timeout
@@ -72,9 +73,6 @@ def live_agents(api: httpx.Client, stack: Stack, timeout: float = 15) -> list[di
         try:
             AgentHeartbeat.model_validate_json(raw)
         except ValidationError as exc:
-            legacy = b'"boot"' not in raw  # the agent's pre-contract dict
-            if legacy:
-                pytest.xfail(f"the agent does not publish AgentHeartbeat yet: {raw[:200]!r}")
             raise AssertionError(f"agent heartbeat breaks the contract: {exc}") from None
     raise AssertionError(f"agents {ids} registered but /fleet lists none")
 
@@ -82,7 +80,8 @@ def live_agents(api: httpx.Client, stack: Stack, timeout: float = 15) -> list[di
 def test_fleet_lists_the_agent_with_a_live_pid(stack: Stack, api: httpx.Client) -> None:
     agents = live_agents(api, stack)
     assert any(pid_alive(a["pid"]) for a in agents), agents
-    ours = {c.proc.pid for c in stack.children if c.name.startswith("agent")}
+    pool = next(c for c in stack.children if c.name == "agents")  # the pool supervisor
+    ours = {p.pid for p in psutil.Process(pool.proc.pid).children()}
     assert ours & {a["pid"] for a in agents}
     for agent in agents:
         assert agent["slots"], agent  # an agent that is ready has at least one slot

@@ -1,0 +1,75 @@
+"""The one authority on whether a job runs again: attempts, back-off, and how an attempt ends.
+
+Every path that ends an attempt goes through `decide()` — the agent when its attempt fails, the
+lease reaper when an agent stops heart-beating, RQ's failure callback when RQ itself finds an
+abandoned job — so they can never disagree. The record's `attempts` (incremented when an
+attempt takes its lease) is the only counter. RQ follows the decision rather than keeping its
+own: jobs are enqueued without an RQ `Retry`; an attempt that should run again returns
+`rq.Retry(interval=delay)` (RQ schedules it), one that should not raises `AttemptFailed`
+(RQ marks the job failed and moves it to its failed registry), so RQ's state agrees with ours.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from semantest.config import Settings
+from semantest.models import JobError, JobRecord, JobStatus
+
+#: Statuses of an attempt that has taken its lease but not yet recorded how it ended.
+IN_FLIGHT = (JobStatus.LEASED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens after an attempt failed."""
+
+    retry: bool
+    #: Seconds before the next attempt (when `retry`).
+    delay_s: int
+
+
+def decide(record: JobRecord, retryable: bool, settings: Settings) -> Decision:
+    """Run again only for a retryable failure with attempts left; back-off by attempt number."""
+    retry = retryable and record.attempts < settings.max_attempts
+    backoff = settings.retry_backoff_s
+    delay = backoff[min(max(record.attempts - 1, 0), len(backoff) - 1)]
+    return Decision(retry=retry, delay_s=delay if retry else 0)
+
+
+def record_failure(
+    record: JobRecord,
+    code: str,
+    message: str,
+    decision: Decision,
+    artifacts: dict[str, str] | None = None,
+) -> None:
+    """Apply a failed attempt's outcome to `record` (inside a `JobStore.update`)."""
+    record.error = JobError(code=code, message=message, retryable=decision.retry)
+    record.artifacts.update(artifacts or {})
+    record.lease = None
+    if decision.retry:
+        record.status = JobStatus.RETRYING
+    else:
+        record.status = JobStatus.FAILED
+        record.finished_at = time.time()
+
+
+def requeue_uncharged(record: JobRecord, reason: str) -> None:
+    """Give the attempt back: the job waits for another agent and the attempt is not counted.
+
+    For attempts that ended through no fault of the job (the agent drained on SIGTERM).
+    """
+    record.attempts = max(0, record.attempts - 1)
+    record.status = JobStatus.QUEUED
+    record.lease = None
+    record.error = JobError(code="AGENT_LOST", message=reason, retryable=True)
+
+
+class AttemptFailed(Exception):
+    """Raised out of RQ's job function after the attempt recorded a final failure.
+
+    RQ then marks its job failed; the failure callback recognises this class and leaves the
+    (already final) record alone.
+    """
