@@ -103,6 +103,9 @@ def _event(record: JobRecord) -> dict[Any, Any]:
         status=record.status,
         progress=record.progress,
         stage=record.stage,
-        detail={"error": record.error.code} if record.error else {},
+        detail={
+            **({"error": record.error.code} if record.error else {}),
+            **({"agent": record.agent, "attempt": record.attempts} if record.agent else {}),
+        },
     )
     return {"event": event.model_dump_json(by_alias=True)}
