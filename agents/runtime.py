@@ -47,10 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLOT_OPEN_TIMEOUT_S = 30.0
-#: Addon error codes that say the page (not the job) is unusable, and why the slot parks. A
-#: logged-out slot waits a minute (someone must sign in); a rate-limited one the first back-off.
-PARKING_CODES = {"LOGGED_OUT": "logged-out", "RATE_LIMITED": "rate-limited"}
-LOGGED_OUT_PARK_S = 60.0
+#: Addon error codes that say the page (not the job) is unusable: the slot parks for that long
+#: (someone must sign in; a provider's rate limit lasts a while), so the retry goes elsewhere.
+PARKING_CODES = {"LOGGED_OUT": ("logged-out", 60.0), "RATE_LIMITED": ("rate-limited", 30.0)}
 #: Seconds a starting agent waits for its profile's lock (a predecessor may still be closing).
 PROFILE_WAIT_S = 15.0
 #: Extra seconds `call()` waits past an attempt's own deadline before giving up on the loop.
@@ -400,13 +399,9 @@ class AgentRuntime:
             result = await self.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
         except JobFailure as failure:
             if failure.job_code in PARKING_CODES:
-                reason = PARKING_CODES[failure.job_code]
-                seconds = (
-                    LOGGED_OUT_PARK_S
-                    if reason == "logged-out"
-                    else float(self.settings.retry_backoff_s[0])
-                )
+                reason, seconds = PARKING_CODES[failure.job_code]
                 slot.park(reason, seconds)
+                await self._beat()  # show the parked slot in /fleet now, not at the next beat
             elif failure.retryable:
                 slot.forget_tab()
             raise

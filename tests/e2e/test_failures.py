@@ -56,10 +56,10 @@ def test_refusal_fails_once_with_its_code(api: httpx.Client, stack: Stack) -> No
 
 def test_retries_are_bounded_by_max_attempts(api: httpx.Client, stack: Stack) -> None:
     attempts = stack.settings.max_attempts
-    inject(stack, "ratelimit", attempts)
+    inject(stack, "server", attempts)
     job_id = api.post("/api/v1/images/generate", json={"prompt": "never lucky"}).json()["jobId"]
     record = wait_final(api, job_id, timeout=120)
     assert record["status"] == "failed"
     assert record["attempts"] == attempts
-    assert record["error"]["code"] == "RATE_LIMITED"
+    assert record["error"]["code"] == "PROVIDER_ERROR"
     assert httpx.get(f"{stack.settings.sandbox_url}/_sandbox/faults").json() == {"pending": []}
