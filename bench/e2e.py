@@ -282,12 +282,12 @@ def main() -> int:
     print(
         f"our overhead beyond the anchor: p50 {ours50 - base50:+.1f} ms, "
         f"p95 {ours95 - base95:+.1f} ms"
-        "   (SPEC target for overhead over the provider: p50 <= 100 ms, p95 <= 250 ms)"
+        "   (target for overhead over the provider: p50 <= 100 ms, p95 <= 250 ms)"
     )
     print(
         f"agent cold start (process start -> slot ready): new profile "
         f"{new_profile['cold_start_s']:.2f} s, prepared profile {prepared['cold_start_s']:.2f} s"
-        f"   (SPEC target: <= 2.5 s new, <= 1 s prepared)"
+        f"   (target: <= 2.5 s new, <= 1 s prepared)"
     )
     print(
         f"agent memory with one slot (PSS of the agent + its Chromium): "

@@ -1,4 +1,4 @@
-"""Exception handlers: every error leaves the controller in SPEC §3's envelope.
+"""Exception handlers: every error leaves the controller in the one error envelope.
 
 `SemantestError` subclasses carry their own code and status; FastAPI's request validation
 errors become `VALIDATION_ERROR` with one detail per field; anything unexpected becomes a 500

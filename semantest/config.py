@@ -22,7 +22,7 @@ CHROMIUM_CANDIDATES = (
     "/usr/bin/google-chrome-stable",
 )
 
-#: Flags every managed browser gets (SPEC §4). Without the networking flags Chromium floods a
+#: Flags every managed browser gets. Without the networking flags Chromium floods a
 #: closed network with refused connections.
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     #: Public base URL of the controller, used in `statusUrl` and by extensions. Defaults to
     #: http://host:port.
     public_url: str | None = None
-    #: Addon GETs need no key by default: extension installs fetch them (SPEC §3).
+    #: Addon GETs need no key by default: extension installs fetch them.
     addons_public: bool = True
     #: Seconds one job may run before the agent gives up on it.
     job_timeout_s: Annotated[int, Field(ge=5, le=3600)] = 180

@@ -1,4 +1,4 @@
-"""Every error Semantest reports, as one class hierarchy mapped to SPEC §3's envelope.
+"""Every error Semantest reports, as one class hierarchy mapped to the API's error envelope.
 
 ::
 

@@ -1,4 +1,4 @@
-"""The job contract (SPEC §2): statuses, requests, the job record and its parts.
+"""The job contract: statuses, requests, the job record and its parts.
 
 One source of truth for what a job is, shared by the controller (HTTP), the agents (which
 update records) and clients. Python names are snake_case; JSON is camelCase through aliases,
@@ -108,7 +108,7 @@ class ImageRecord(CamelModel):
 
 
 class JobError(CamelModel):
-    """Why a job failed: a code from SPEC §3, a readable message, and whether a retry helps."""
+    """Why a job failed: a job error code (docs/architecture.md), a readable message, and whether a retry helps."""
 
     code: str
     message: str

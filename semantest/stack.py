@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 from pydantic import SecretStr
 
 from semantest.config import Settings
@@ -127,10 +128,10 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def spawn(self, name: str, argv: list[str]) -> Child:
-        """Start one child with its log file."""
+    def spawn(self, name: str, argv: list[str], *, append: bool = False) -> Child:
+        """Start one child with its log file (appended to with `append`, else truncated)."""
         log_path = self.logs_dir / f"{name}.log"
-        with log_path.open("wb") as log:
+        with log_path.open("ab" if append else "wb") as log:
             proc = subprocess.Popen(
                 argv,
                 env=self.env(),
@@ -198,6 +199,47 @@ class Stack:
                     return
             time.sleep(0.02)
         raise StackError("redis-server did not start in time")
+
+    def restart_redis(self, down_s: float = 1.0, timeout: float = 30.0) -> None:
+        """Stop this stack's own redis-server gracefully, wait `down_s`, start it again.
+
+        SIGTERM makes Redis write (and fsync) its AOF before it exits, so with `persist_redis`
+        nothing acknowledged is lost; it comes back on the same port and dir with the same
+        argv, and this returns once it answers PING (not while it is still loading). The other
+        children keep running and must ride the outage out. Only for a stack that started
+        Redis itself.
+        """
+        old = next((c for c in self.children if c.name == "redis"), None)
+        if old is None:
+            raise StackError(
+                "restart_redis: this stack did not start redis-server itself "
+                f"(it uses {self.settings.redis_url}); only its own Redis can be restarted"
+            )
+        argv = [str(a) for a in old.proc.args]  # type: ignore[union-attr]
+        old.proc.send_signal(signal.SIGTERM)
+        try:
+            old.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            old.proc.kill()
+            old.proc.wait()
+            raise StackError(f"redis-server did not stop within {timeout} s; killed it") from None
+        self.children.remove(old)
+        time.sleep(down_s)
+        self.spawn("redis", argv, append=True)
+        client = redis.Redis.from_url(self.settings.redis_url or "", socket_timeout=1.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+                time.sleep(0.02)
+        finally:
+            client.close()
+        raise StackError(f"redis-server did not answer within {timeout} s of its restart")
 
     def _check_alive(self) -> None:
         for child in self.children:
