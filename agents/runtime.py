@@ -272,6 +272,10 @@ class AgentRuntime:
 
     async def _beat(self) -> None:
         beat = self.heartbeat()
+        if self.settings.account_budget_per_hour:
+            for info in beat.slots:  # an idle slot whose account used its hour is parked
+                if info.state is SlotState.IDLE and await self.budget.remaining(info.account) <= 0:
+                    info.state, info.parked_reason = SlotState.PARKED, "budget"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.AGENTS, {self.agent_id: beat.beat_at})
             pipe.set(

@@ -177,3 +177,25 @@ def test_sigterm_past_the_grace_gives_the_job_back_without_using_an_attempt(
     assert "queued" in statuses[1:], statuses  # it went back to the queue
     log = (draining.logs_dir / "agents.log").read_text()
     assert f"job {job_id} given back" in log
+
+
+def test_an_account_over_its_hourly_budget_takes_no_more_jobs(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = stack_settings(
+        redis_url, 9, tmp_path_factory.mktemp("budget"), account_budget_per_hour=2
+    )
+    with Stack(settings, agents=1) as stack, client(stack) as api:
+        prompts = [f"budgeted {i} {uuid.uuid4().hex[:6]}" for i in range(3)]
+        for prompt in prompts[:2]:
+            check_image(wait_final(api, submit(api, prompt), timeout=60), prompt)
+        third = submit(api, prompts[2])
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:  # heartbeats come every 2 s
+            (slot,) = fleet(api)[0]["slots"]
+            if slot["state"] == "parked":
+                break
+            time.sleep(0.2)
+        assert (slot["state"], slot["parkedReason"]) == ("parked", "budget")
+        time.sleep(2)
+        assert api.get(f"/api/v1/images/status/{third}").json()["status"] == "queued"
