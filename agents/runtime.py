@@ -114,6 +114,7 @@ class AgentRuntime:
         self.rss_bytes = 0
         #: Set when the browser died under us: the agent must restart.
         self.crashed: str | None = None
+        self._closing = False
 
     # -- driving from RQ's threads ----------------------------------------------------------
 
@@ -216,10 +217,12 @@ class AgentRuntime:
         slot.state = SlotState.IDLE
 
     def _browser_closed(self) -> None:
-        if self.state is not AgentState.DRAINING or self.crashed is None:
-            self.crashed = self.crashed or "the browser closed unexpectedly"
-            for slot in self.slots:
-                slot.stop_attempt("crash", "the browser closed unexpectedly")
+        if self._closing:
+            return
+        log.error("agent %s: the browser closed unexpectedly", self.agent_id)
+        self.crashed = "the browser closed unexpectedly"
+        for slot in self.slots:
+            slot.stop_attempt("crash", self.crashed)
 
     async def _stop(self) -> None:
         if self._heartbeat:
@@ -227,7 +230,7 @@ class AgentRuntime:
         with contextlib.suppress(Exception):
             await self.redis.zrem(keys.AGENTS, self.agent_id)
             await self.redis.delete(keys.agent(self.agent_id))
-        self.crashed = self.crashed or ""  # closing on purpose is not a crash
+        self._closing = True  # closing on purpose is not a crash
         if self.browser:
             with contextlib.suppress(Exception):
                 await self.browser.context.close()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -199,3 +200,49 @@ def test_an_account_over_its_hourly_budget_takes_no_more_jobs(
         assert (slot["state"], slot["parkedReason"]) == ("parked", "budget")
         time.sleep(2)
         assert api.get(f"/api/v1/images/status/{third}").json()["status"] == "queued"
+
+
+def test_sigterm_within_the_grace_lets_the_running_job_finish(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = stack_settings(
+        redis_url, 10, tmp_path_factory.mktemp("grace"), sandbox_latency_ms=2000, drain_grace_s=20
+    )
+    with Stack(settings, agents=1) as stack, client(stack) as api:
+        prompt = f"finish me {uuid.uuid4().hex[:6]}"
+        job_id = submit(api, prompt)
+        pid = running_agent_pid(api, job_id)
+        os.kill(pid, signal.SIGTERM)
+        record = wait_final(api, job_id, timeout=30)
+        check_image(record, prompt)
+        assert record["attempts"] == 1 and record["agent"].startswith("agent-1/")
+        deadline = time.monotonic() + 20
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the drained agent did not exit"
+            time.sleep(0.1)
+
+
+def test_a_chromium_crash_restarts_the_agent_and_the_job_runs_again(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = stack_settings(
+        redis_url, 11, tmp_path_factory.mktemp("chromium"), sandbox_latency_ms=2000
+    )
+    with Stack(settings, agents=1) as stack, client(stack) as api:
+        prompt = f"survive the crash {uuid.uuid4().hex[:6]}"
+        job_id = submit(api, prompt)
+        pid = running_agent_pid(api, job_id)
+        browser = next(  # Chromium's browser process: the one without a --type= switch
+            p
+            for p in psutil.Process(pid).children(recursive=True)
+            if "chrom" in p.name() and not any(a.startswith("--type=") for a in p.cmdline())
+        )
+        browser.kill()
+        record = wait_final(api, job_id, timeout=60)
+        check_image(record, prompt)
+        assert record["attempts"] == 2
+        log = (stack.logs_dir / "agents.log").read_text()
+        assert "the browser closed unexpectedly" in log
+        assert "agent-1 exited with 70" in log
+        (agent,) = fleet(api)
+        assert agent["pid"] != pid
