@@ -10,8 +10,8 @@ One run:
    dir, `max_attempts=6`, `retry_backoff_s=[0, 1]` and the given sandbox latency, with
    N agents x K slots under the pool supervisor;
 2. submits every job at once (unique prompts, concurrent POST /api/v1/images/generate);
-3. while jobs run: SIGKILLs a live agent every `kill_every` seconds (one with a busy slot when
-   there is one; pids from GET /api/v1/fleet; the pool restarts it), and once half the jobs
+3. while jobs run: SIGKILLs a live agent every `kill_every` seconds (one whose heartbeat shows
+   a busy slot; pids from GET /api/v1/fleet; the pool restarts it), and once half the jobs
    are final restarts Redis (SIGTERM, so it writes its AOF; the controller and agents must
    ride it out);
 4. waits until every job is final (bounded by `--timeout`), then checks from Redis and the
@@ -86,6 +86,9 @@ class ChaosResult:
     throughput_per_s: float
     succeeded: int
     lost: int
+    #: Lost jobs RQ popped off their queue for an agent that died before registering them as
+    #: started: in no queue and no registry, record `queued` with 0 attempts.
+    stranded: list[str]
     duplicated: int
     #: Stored files whose bytes differ from the sandbox's PNG (or are missing).
     bad_bytes: int
@@ -94,15 +97,31 @@ class ChaosResult:
     max_attempts_seen: int
     #: Jobs that needed more than one attempt.
     retried_jobs: int
-    #: (kill, job) pairs: a job running on a killed agent, and how long until its next lease.
-    rerun_waits: list[float]
-    #: Victims of a kill that were never leased again (should be none).
-    rerun_missing: int
-    longest_rerun_wait_s: float
+    #: Every (kill, job running on the killed agent) pair and how long until its next lease.
+    reruns: list[Rerun]
     timed_out: bool
     error_codes: dict[str, int]
     problems: list[str]
     data_dir: str
+
+    @property
+    def rerun_waits(self) -> list[float]:
+        return sorted(v.wait_s for v in self.reruns if v.wait_s is not None)
+
+    @property
+    def rerun_missing(self) -> int:
+        """Jobs of a killed agent that were never leased again (should be none)."""
+        return sum(v.wait_s is None for v in self.reruns)
+
+    @property
+    def longest_rerun_wait_s(self) -> float:
+        """The longest time a dead agent's job waited before its re-run (kill → next lease)."""
+        return max(self.rerun_waits, default=0.0)
+
+    @property
+    def longest_detection_s(self) -> float:
+        """The longest time from a kill to the record saying its attempt was lost."""
+        return max((v.detected_s for v in self.reruns if v.detected_s is not None), default=0.0)
 
     @property
     def ok(self) -> bool:
@@ -115,7 +134,7 @@ class ChaosResult:
         )
 
     def summary(self) -> str:
-        waits = sorted(self.rerun_waits)
+        waits = self.rerun_waits
         p50 = waits[len(waits) // 2] if waits else float("nan")
         lines = [
             f"jobs              {self.jobs} ({self.succeeded} succeeded)",
@@ -125,18 +144,19 @@ class ChaosResult:
             f"wall time         {self.wall_s:.1f} s (stack start {self.startup_s:.1f} s, "
             f"submit {self.submit_s:.1f} s, submit -> all final {self.run_s:.1f} s)",
             f"throughput        {self.throughput_per_s:.2f} jobs/s",
-            f"lost              {self.lost}",
+            f"lost              {self.lost} ({len(self.stranded)} stranded off RQ's queues)",
             f"duplicated        {self.duplicated}",
             f"wrong bytes       {self.bad_bytes} (orphan files {self.orphan_files})",
             f"max attempts seen {self.max_attempts_seen} ({self.retried_jobs} jobs retried)",
             f"longest re-run wait {self.longest_rerun_wait_s:.1f} s "
             f"(p50 {p50:.1f} s over {len(waits)} killed attempts, "
-            f"{self.rerun_missing} never re-run)",
+            f"{self.rerun_missing} never re-run; kill -> AGENT_LOST at most "
+            f"{self.longest_detection_s:.1f} s, the rest is the wait in the queue)",
             f"attempt errors    {dict(sorted(self.error_codes.items())) or '{}'}",
             f"data dir          {self.data_dir}",
         ]
         if self.timed_out:
-            lines.append("TIMED OUT before every job was final")
+            lines.append("GAVE UP waiting before every job was final (timeout or stall)")
         lines += [f"problem: {p}" for p in self.problems[:20]]
         if len(self.problems) > 20:
             lines.append(f"... and {len(self.problems) - 20} more problems")
@@ -218,17 +238,16 @@ def pid_alive(pid: int) -> bool:
 
 
 def kill_one(stack: Stack, rng: random.Random, killed: set[int]) -> Kill | None:
-    """SIGKILL one live agent, preferring one with a busy slot; None when none is live."""
+    """SIGKILL one live agent whose heartbeat shows a busy slot; None when there is none."""
     try:
         agents = fleet(stack.url, stack.admin_key)
     except (httpx.HTTPError, ValueError, KeyError):
         return None
     live = [a for a in agents if a["pid"] not in killed and pid_alive(a["pid"])]
     busy = [a for a in live if any(s.get("jobId") for s in a.get("slots", []))]
-    pool = busy or live
-    if not pool:
+    if not busy:
         return None
-    victim = rng.choice(pool)
+    victim = rng.choice(busy)
     jobs = [s["jobId"] for s in victim.get("slots", []) if s.get("jobId")]
     at = time.time()
     try:
@@ -243,17 +262,24 @@ def events_of(r: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(f[b"event"]) for _id, f in r.xrange(keys.job_events(job_id)) if f]
 
 
-def rerun_waits(
-    kills: list[Kill], job_events: dict[str, list[dict[str, Any]]]
-) -> tuple[list[float], int, int, list[str]]:
-    """For each kill, the jobs whose attempt ran on the killed agent and the time to their next
-    lease: (waits, victims never leased again, kills that hit a running attempt, notes)."""
-    waits: list[float] = []
-    missing = 0
-    mid_job = 0
-    notes: list[str] = []
+@dataclass
+class Rerun:
+    """A job whose attempt was running on a killed agent, and what happened next."""
+
+    job_id: str
+    agent: str
+    kill_at: float
+    #: Kill → the next lease of the job (None: never leased again).
+    wait_s: float | None
+    #: Kill → the record saying the attempt was lost (the reaper's `AGENT_LOST`).
+    detected_s: float | None
+
+
+def reruns(kills: list[Kill], job_events: dict[str, list[dict[str, Any]]]) -> list[Rerun]:
+    """For each kill, the jobs whose attempt ran on the killed agent (from the events'
+    `detail.agent` and `at`) and how long until their next lease."""
+    found: list[Rerun] = []
     for kill in kills:
-        hit = False
         for job_id, evs in job_events.items():
             before = [e for e in evs if e["at"] <= kill.at]
             if not before:
@@ -273,15 +299,37 @@ def rerun_waits(
             ]
             if any(e["status"] == "succeeded" for e in same):
                 continue
-            hit = True
             lease = next((e for e in after if e["status"] == "leased"), None)
-            if lease is None:
-                missing += 1
-                notes.append(f"job {job_id} ran on killed {kill.agent} and was never leased again")
-            else:
-                waits.append(lease["at"] - kill.at)
-        mid_job += hit
-    return waits, missing, mid_job, notes
+            lost = next((e for e in after if e["status"] in ("retrying", "failed", "queued")), None)
+            found.append(
+                Rerun(
+                    job_id,
+                    kill.agent,
+                    kill.at,
+                    None if lease is None else lease["at"] - kill.at,
+                    None if lost is None else lost["at"] - kill.at,
+                )
+            )
+    return found
+
+
+def rq_whereabouts(r: redis.Redis, job_id: str) -> tuple[str | None, list[str]]:
+    """Where RQ has a job: its status and every queue list or registry that holds it."""
+    raw = r.hget(f"rq:job:{job_id}", "status")
+    status = raw.decode() if isinstance(raw, bytes) else raw
+    held = []
+    for key in r.scan_iter("rq:*semantest.*"):
+        name = key.decode()
+        kind = r.type(key).decode()
+        if kind == "list":
+            members = [m.decode() for m in r.lrange(key, 0, -1)]
+        elif kind == "zset":  # RQ 2+ registries hold `<job id>:<execution id>`
+            members = [m.decode().split(":")[0] for m in r.zrange(key, 0, -1)]
+        else:
+            continue
+        if job_id in members:
+            held.append(name)
+    return status, held
 
 
 def verify(
@@ -296,6 +344,7 @@ def verify(
     lost = duplicated = bad_bytes = 0
     max_attempts = retried = 0
     errors: Counter[str] = Counter()
+    stranded: list[str] = []
     job_events: dict[str, list[dict[str, Any]]] = {}
     named_files: set[Path] = set()
     for job_id, prompt in zip(job_ids, prompts, strict=True):
@@ -315,9 +364,16 @@ def verify(
                 errors[code] += 1
         if record["status"] != "succeeded":
             lost += 1
+            last = evs[-1] if evs else {}
+            rq_status, held = rq_whereabouts(r, job_id)
+            if record["status"] == "queued" and rq_status == "queued" and not held:
+                # popped off its queue by an agent that died before RQ put it in the
+                # started registry: no queue, registry or reaper will ever see it again
+                stranded.append(job_id)
             problems.append(
                 f"job {job_id}: {record['status']} after {record['attempts']} attempts, "
-                f"error {record.get('error')}"
+                f"error {record.get('error')}, last event {last.get('status')} "
+                f"{last.get('detail')}; RQ status {rq_status}, held by {held or 'nothing'}"
             )
             continue
         expected = render_png(prompt)
@@ -344,19 +400,23 @@ def verify(
                 problems.append(f"job {job_id}: stored bytes of {image['key']} differ")
     stored = {p.resolve() for p in images_dir.rglob("*") if p.is_file()}
     orphans = stored - named_files
-    waits, missing, mid_job, notes = rerun_waits(kills, job_events)
-    problems += notes
+    victims = reruns(kills, job_events)
+    problems += [
+        f"job {v.job_id} ran on killed {v.agent} and was never leased again"
+        for v in victims
+        if v.wait_s is None
+    ]
     return {
         "lost": lost,
+        "stranded": stranded,
         "duplicated": duplicated,
         "bad_bytes": bad_bytes,
         "orphan_files": len(orphans),
         "max_attempts_seen": max_attempts,
         "retried_jobs": retried,
         "error_codes": dict(errors),
-        "rerun_waits": waits,
-        "rerun_missing": missing,
-        "kills_mid_job": mid_job,
+        "reruns": victims,
+        "kills_mid_job": len({v.kill_at for v in victims}),
         "problems": problems,
     }
 
@@ -371,6 +431,7 @@ def run_chaos(
     redis_restart: bool = True,
     redis_down_s: float = 1.0,
     timeout_s: float = 1800.0,
+    stall_s: float = 60.0,
     data_dir: Path | None = None,
     seed: int | None = None,
     say: Callable[[str], None] = print,
@@ -396,10 +457,11 @@ def run_chaos(
         submit_s = time.monotonic() - t_submit
         say(f"submitted {jobs} jobs in {submit_s:.1f} s")
         killed: set[int] = set()
-        next_kill = time.monotonic() + kill_every
+        next_kill = t_submit + kill_every  # submitting takes a while; jobs run meanwhile
         next_report = time.monotonic() + 10
         deadline = t_submit + timeout_s
         counts: Counter[str] = Counter()
+        last_final, progressed = -1, time.monotonic()
         while True:
             now = time.monotonic()
             try:
@@ -410,9 +472,14 @@ def run_chaos(
             final = sum(counts[s] for s in FINAL)
             if final >= jobs:
                 break
-            if now > deadline:
+            if final != last_final:
+                last_final, progressed = final, now
+            if now > deadline or now - progressed > stall_s:
                 timed_out = True
-                say(f"timed out after {timeout_s:.0f} s: {dict(counts)}")
+                why = f"after {timeout_s:.0f} s"
+                if now <= deadline:
+                    why = f"no job final for {stall_s:.0f} s"
+                say(f"gave up waiting ({why}): {dict(counts)}")
                 break
             if redis_restart and restarts == 0 and final >= jobs // 2:
                 say(f"restarting Redis ({final}/{jobs} final)")
@@ -442,7 +509,6 @@ def run_chaos(
         checks = verify(r, settings.images_dir, job_ids, prompts, kills)
         r.close()
     wall = time.monotonic() - began
-    waits = checks.pop("rerun_waits")
     return ChaosResult(
         jobs=jobs,
         agents=agents,
@@ -457,8 +523,6 @@ def run_chaos(
         wall_s=wall,
         throughput_per_s=counts["succeeded"] / run_s if run_s else 0.0,
         succeeded=counts["succeeded"],
-        rerun_waits=waits,
-        longest_rerun_wait_s=max(waits, default=0.0),
         timed_out=timed_out,
         data_dir=str(data_dir),
         **checks,
@@ -473,6 +537,7 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--latency-ms", type=int, default=300, help="sandbox reply latency")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for all jobs")
+    parser.add_argument("--stall", type=float, default=60.0, help="give up after s w/o progress")
     parser.add_argument("--no-redis-restart", action="store_true")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--data-dir", type=Path, help="default: a new temp dir (kept)")
@@ -485,6 +550,7 @@ def main() -> None:
         args.latency_ms,
         redis_restart=not args.no_redis_restart,
         timeout_s=args.timeout,
+        stall_s=args.stall,
         data_dir=args.data_dir,
         seed=args.seed,
         say=lambda line: print(line, flush=True),
