@@ -36,7 +36,7 @@ from browser_profiles.profiles import OpenProfile, open_agent_profile
 from extension_bridge.protocol import JobProgress, JobRun
 from extension_bridge.server import BridgeServer
 from semantest import attempts, keys
-from semantest.config import Settings
+from semantest.config import DRIVER_NODE_OPTIONS, Settings
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, StaleLease, TerminalRecord
@@ -189,6 +189,7 @@ class AgentRuntime:
         self.budget = AccountBudget(self.redis, self.settings.account_budget_per_hour)
         self.bridge = BridgeServer()
         await self.bridge.start()
+        os.environ["NODE_OPTIONS"] = DRIVER_NODE_OPTIONS  # read by the driver it spawns
         self._playwright = await async_playwright().start()
         # Locked for the agent's life; a new one is copied from the prepared template.
         self.profile = await open_agent_profile(

@@ -108,7 +108,7 @@ class ImageRecord(CamelModel):
 
 
 class JobError(CamelModel):
-    """Why a job failed: a job error code (docs/architecture.md), a readable message, and whether a retry helps."""
+    """Why a job failed: a job error code, a readable message, and whether a retry helps."""
 
     code: str
     message: str

@@ -73,3 +73,23 @@ def test_job_failures_know_if_they_are_retryable() -> None:
     timeout = errors.RetryableFailure("too slow", "PROVIDER_TIMEOUT")
     assert timeout.retryable and timeout.job_code == "PROVIDER_TIMEOUT"
     assert errors.GenerationFailed("refused").job_code == "GENERATION_FAILED"
+
+
+def test_our_feature_switches_keep_every_feature_playwright_sets() -> None:
+    """Chromium honours only the last --disable-features/--enable-features switch: ours must
+    repeat what the installed Playwright driver passes, or we would silently undo it."""
+    import re
+    from pathlib import Path
+
+    import playwright
+
+    from semantest.config import PLAYWRIGHT_DISABLED_FEATURES, PLAYWRIGHT_ENABLED_FEATURES
+
+    bundle = next(Path(playwright.__file__).parent.joinpath("driver").rglob("coreBundle.js"))
+    source = bundle.read_text()
+    disabled = source[source.index("disabledFeatures = [") :]
+    disabled = disabled[: disabled.index("]")]
+    enabled = source[source.index("enabledFeatures = () => [") :]
+    enabled = enabled[: enabled.index("]")]
+    assert set(re.findall(r'^\s*"(\w+)"', disabled, re.M)) <= set(PLAYWRIGHT_DISABLED_FEATURES)
+    assert set(re.findall(r'"(\w+)"', enabled)) <= set(PLAYWRIGHT_ENABLED_FEATURES)
