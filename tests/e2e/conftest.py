@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from pydantic import SecretStr
 
+from semantest import keys
 from semantest.config import Settings
 from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
@@ -50,6 +53,30 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
         base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
     ) as c:
         yield c
+
+
+def client(stack: Stack) -> httpx.Client:
+    """A client of `stack`'s controller with the admin key (close it, or use `with`)."""
+    return httpx.Client(
+        base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+    )
+
+
+def submit(api: httpx.Client, prompt: str) -> str:
+    """Submit one prompt to the sandbox provider; the new job's id."""
+    reply = api.post("/api/v1/images/generate", json={"prompt": prompt})
+    assert reply.status_code == 202, reply.text
+    job_id: str = reply.json()["jobId"]
+    return job_id
+
+
+def job_events(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    """The job's event stream, oldest first."""
+    r = redis.Redis.from_url(stack.settings.redis_url or "")
+    try:
+        return [json.loads(f[b"event"]) for _i, f in r.xrange(keys.job_events(job_id))]
+    finally:
+        r.close()
 
 
 def wait_final(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:

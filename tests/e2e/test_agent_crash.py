@@ -28,8 +28,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from sandbox.render import render_png
 from semantest import keys
 from semantest.stack import Stack
-from tests.conftest import ADMIN_KEY
-from tests.e2e.conftest import stack_settings, wait_final
+from tests.e2e.conftest import client, stack_settings, wait_final
+from tests.e2e.conftest import submit as submit_to
 
 pytestmark = pytest.mark.e2e
 
@@ -59,18 +59,9 @@ def r(slow_stack: Stack) -> Iterator[redis.Redis]:
     client.close()
 
 
-def client(stack: Stack) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
-    )
-
-
 def submit(stack: Stack, prompt: str) -> str:
     with client(stack) as api:
-        reply = api.post("/api/v1/images/generate", json={"prompt": prompt})
-    assert reply.status_code == 202, reply.text
-    job_id: str = reply.json()["jobId"]
-    return job_id
+        return submit_to(api, prompt)
 
 
 def record_of(r: redis.Redis, job_id: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ recycling, and draining on SIGTERM."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
@@ -15,42 +14,18 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import redis
 
 from sandbox.render import render_png
-from semantest import keys
 from semantest.stack import Stack
-from tests.conftest import ADMIN_KEY
-from tests.e2e.conftest import stack_settings, wait_final
+from tests.e2e.conftest import client, job_events, stack_settings, submit, wait_final
 
 pytestmark = pytest.mark.e2e
-
-
-def client(stack: Stack) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
-    )
-
-
-def submit(api: httpx.Client, prompt: str) -> str:
-    reply = api.post("/api/v1/images/generate", json={"prompt": prompt})
-    assert reply.status_code == 202, reply.text
-    job_id: str = reply.json()["jobId"]
-    return job_id
 
 
 def check_image(record: dict[str, Any], prompt: str) -> None:
     assert record["status"] == "succeeded", record.get("error")
     (image,) = record["images"]
     assert image["sha256"] == hashlib.sha256(render_png(prompt)).hexdigest()
-
-
-def events(stack: Stack, job_id: str) -> list[dict[str, Any]]:
-    r = redis.Redis.from_url(stack.settings.redis_url or "")
-    try:
-        return [json.loads(f[b"event"]) for _i, f in r.xrange(keys.job_events(job_id))]
-    finally:
-        r.close()
 
 
 def fleet(api: httpx.Client) -> list[dict[str, Any]]:
@@ -112,7 +87,7 @@ def test_a_rate_limited_slot_parks_and_the_job_runs_on_the_other_slot(two_slots:
     assert record["attempts"] == 2
     by_attempt = {
         e["detail"]["attempt"]: e["detail"]["agent"]
-        for e in events(two_slots, job_id)
+        for e in job_events(two_slots, job_id)
         if e["status"] == "leased"
     }
     assert by_attempt[1] != by_attempt[2], by_attempt
@@ -174,7 +149,7 @@ def test_sigterm_past_the_grace_gives_the_job_back_without_using_an_attempt(
         record = wait_final(api, job_id, timeout=60)
     check_image(record, prompt)
     assert record["attempts"] == 1  # the drained attempt was not counted
-    statuses = [e["status"] for e in events(draining, job_id)]
+    statuses = [e["status"] for e in job_events(draining, job_id)]
     assert "queued" in statuses[1:], statuses  # it went back to the queue
     log = (draining.logs_dir / "agents.log").read_text()
     assert f"job {job_id} given back" in log
