@@ -112,6 +112,7 @@ class AgentRuntime:
         self.jobs_done = 0
         self.ready_after_s: float | None = None
         self.rss_bytes = 0
+        self.pss_bytes = 0
         #: Set when the browser died under us: the agent must restart.
         self.crashed: str | None = None
         self._closing = False
@@ -175,9 +176,9 @@ class AgentRuntime:
         limit = self.settings.recycle_after_jobs
         if limit and self.jobs_done >= limit:
             return f"recycling after {self.jobs_done} jobs"
-        ceiling = self.settings.recycle_rss_mb * 1024 * 1024
-        if ceiling and self.rss_bytes > ceiling:
-            return f"recycling at {self.rss_bytes // 2**20} MB RSS"
+        ceiling = self.settings.recycle_memory_mb * 1024 * 1024
+        if ceiling and self.pss_bytes > ceiling:
+            return f"recycling at {self.pss_bytes // 2**20} MB (PSS)"
         return None
 
     # -- life cycle -------------------------------------------------------------------------
@@ -247,7 +248,7 @@ class AgentRuntime:
         while True:
             await asyncio.sleep(keys.HEARTBEAT_S)
             try:
-                self.rss_bytes = await asyncio.to_thread(tree_rss)
+                self.rss_bytes, self.pss_bytes = await asyncio.to_thread(tree_memory)
                 await self._beat()
             except Exception:
                 log.exception("heartbeat failed")
@@ -268,6 +269,7 @@ class AgentRuntime:
             ready_after_s=self.ready_after_s,
             jobs_done=self.jobs_done,
             rss_bytes=self.rss_bytes,
+            pss_bytes=self.pss_bytes,
             extension_version=hello.extension_version if hello else None,
             addons=[
                 AddonInUse(id=a.id, version=a.version) for a in (hello.addons if hello else [])
@@ -506,11 +508,12 @@ class AgentRuntime:
         return {"screenshot": str(folder / "screenshot.png"), "dom": str(folder / "dom.html")}
 
 
-def tree_rss() -> int:
-    """RSS of this process and all its descendants (Playwright's driver, Chromium), in bytes."""
+def tree_memory() -> tuple[int, int]:
+    """(RSS, PSS) in bytes of this process and its descendants (Playwright's driver, Chromium)."""
     me = psutil.Process()
-    total: int = me.memory_info().rss
-    for child in me.children(recursive=True):
+    rss = pss = 0
+    for proc in (me, *me.children(recursive=True)):
         with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return total
+            info = proc.memory_full_info()  # smaps_rollup: cheap
+            rss, pss = rss + info.rss, pss + info.pss
+    return rss, pss

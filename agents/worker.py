@@ -8,7 +8,7 @@
 3. The main thread owns the signals. SIGTERM/SIGINT drains: slots stop taking jobs, running
    ones get `drain_grace_s` to finish, then they are stopped and their jobs given back to the
    queue (without using an attempt). The agent also drains itself to recycle its browser after
-   `recycle_after_jobs` jobs, above `recycle_rss_mb`, or when Chromium died; it then exits with
+   `recycle_after_jobs` jobs, above `recycle_memory_mb`, or when Chromium died; it then exits with
    `EXIT_RECYCLE` / `EXIT_CRASHED` and the pool supervisor starts a fresh one.
 4. The main thread also runs RQ's registry maintenance once a minute (it calls failure
    callbacks, which use signals, so it cannot run on the slot threads).

@@ -39,9 +39,8 @@ are read straight from Redis (`semantest:job:<id>`, one MGET per poll) so that p
 load the controller that shares the CPU. Every job's stored sha256 is checked against the PNG
 the sandbox renders for its prompt, outside the timed windows. The template profile is
 prepared (`ensure_template`) by the bench before any agent starts, as a deployment would have
-it. Agents run with `SEMANTEST_RECYCLE_RSS_MB=0` and `SEMANTEST_RECYCLE_AFTER_JOBS=0`: an agent
-with 8 slots sums more RSS than the default 2048 MB ceiling and would recycle itself mid-batch
-(the summed RSS is printed per K). `--workdir DIR` keeps the data dir (profiles, agent logs)
+it. Agents run with `SEMANTEST_RECYCLE_MEMORY_MB=0` and `SEMANTEST_RECYCLE_AFTER_JOBS=0`, so
+no agent recycles itself in the middle of a measurement. `--workdir DIR` keeps the data dir (profiles, agent logs)
 instead of a temporary one.
 
 Memory is also printed per process (python agent, node driver, each Chromium `--type`), with
@@ -635,9 +634,8 @@ def main() -> int:
                 "port": free_port(),
                 "sandbox_port": free_port(),
                 "sandbox_latency_ms": args.latency_ms,
-                # No recycling mid-measurement: with 8 slots the summed RSS the agent compares
-                # with `recycle_rss_mb` (2048 by default) is above it after a dozen jobs.
-                "recycle_rss_mb": 0,
+                # no recycling in the middle of a measurement
+                "recycle_memory_mb": 0,
                 "recycle_after_jobs": 0,
             }
         )
@@ -713,8 +711,7 @@ def main() -> int:
                 print(
                     f"K={k}: {len(prompts) - k} jobs in {took:.2f} s = {thr[k]:.3f} jobs/s; "
                     f"agent PSS {pss[k]:.0f} MB (anon+shmem {anon[k]:.0f}, file "
-                    f"{kinds['Pss_File']:.0f}); summed RSS {rss:.0f} MB (what the agent "
-                    f"compares with recycle_rss_mb, default 2048); ready after "
+                    f"{kinds['Pss_File']:.0f}); summed RSS {rss:.0f} MB; ready after "
                     f"{agent.ready_after_s:.2f} s"
                 )
                 if k in (1, slot_counts[-1]):

@@ -83,7 +83,7 @@ def agents(
     prefix: Annotated[str, typer.Option(help="agents are named <prefix>-<n>")] = "agent",
 ) -> None:
     """Run the pool supervisor: N agents, restarted when they crash, recycled after
-    SEMANTEST_RECYCLE_AFTER_JOBS jobs or SEMANTEST_RECYCLE_RSS_MB, drained on SIGTERM.
+    SEMANTEST_RECYCLE_AFTER_JOBS jobs or SEMANTEST_RECYCLE_MEMORY_MB, drained on SIGTERM.
     Needs SEMANTEST_REDIS_URL and a running controller (for addons and retries)."""
     argv = [sys.executable, "-m", "agents.pool", "--count", str(count), "--prefix", prefix]
     if slots is not None:

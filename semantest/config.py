@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     drain_grace_s: Annotated[int, Field(ge=0, le=3600)] = 30
     #: An agent restarts its browser after this many jobs (0: never).
     recycle_after_jobs: Annotated[int, Field(ge=0)] = 500
-    #: An agent restarts its browser when agent + driver + Chromium RSS exceeds this (0: never).
-    recycle_rss_mb: Annotated[int, Field(ge=0)] = 2048
+    #: An agent restarts its browser when the memory of agent + driver + Chromium exceeds this
+    #: many MB (PSS: a page shared by several of its processes counts once; 0: never).
+    recycle_memory_mb: Annotated[int, Field(ge=0)] = 1536
     #: Jobs one provider account (browser profile) may run per hour; 0 means no budget.
     account_budget_per_hour: Annotated[int, Field(ge=0)] = 0
     #: Prepared profile new agent profiles are copied from (default: <data>/profiles/_template).

@@ -74,8 +74,11 @@ class AgentHeartbeat(CamelModel):
     #: Seconds from process start to browser + extension + first slot ready.
     ready_after_s: float | None = None
     jobs_done: int = 0
-    #: Resident memory of the agent, its Playwright driver and Chromium, summed (bytes).
+    #: Resident memory of the agent, its Playwright driver and Chromium, summed (bytes; pages
+    #: shared between these processes are counted once per process).
     rss_bytes: int = 0
+    #: Proportional memory of the same processes (bytes; shared pages split): what recycling uses.
+    pss_bytes: int = 0
     extension_version: str | None = None
     addons: list[AddonInUse] = Field(default_factory=list)
 
