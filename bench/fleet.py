@@ -40,8 +40,8 @@ load the controller that shares the CPU. Every job's stored sha256 is checked ag
 the sandbox renders for its prompt, outside the timed windows. The template profile is
 prepared (`ensure_template`) by the bench before any agent starts, as a deployment would have
 it. Agents run with `SEMANTEST_RECYCLE_MEMORY_MB=0` and `SEMANTEST_RECYCLE_AFTER_JOBS=0`, so
-no agent recycles itself in the middle of a measurement. `--workdir DIR` keeps the data dir (profiles, agent logs)
-instead of a temporary one.
+no agent recycles itself in the middle of a measurement. `--workdir DIR` keeps the data dir
+(profiles, agent logs) instead of a temporary one.
 
 Memory is also printed per process (python agent, node driver, each Chromium `--type`), with
 PSS split into anonymous and file-backed pages: file pages (mostly the Chromium binary) are
