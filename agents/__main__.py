@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.worker import run_agent
-from semantest.config import get_settings
-from semantest.logs import configure_logging
+# Playwright's driver starts first and boots while the rest is imported (agents/early.py).
+from agents.early import AgentLoop
+
+EARLY = AgentLoop() if __name__ == "__main__" else None
+
+from agents.worker import run_agent  # noqa: E402
+from semantest.config import get_settings  # noqa: E402
+from semantest.logs import configure_logging  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +34,7 @@ def main() -> None:
             parser.error("--slots must be between 1 and 16")
         settings = settings.model_copy(update={"slots": args.slots})
     configure_logging(settings.log_level, role=f"agent[{args.name or '-'}]")
-    sys.exit(run_agent(settings, name=args.name, provider=args.provider))
+    sys.exit(run_agent(settings, name=args.name, provider=args.provider, early=EARLY))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -25,18 +24,19 @@ from typing import Any, Literal, TypeVar
 import aiofiles
 import aiofiles.os
 import psutil
-from playwright.async_api import Playwright, async_playwright
+from playwright.async_api import Playwright
 from redis.asyncio import Redis
 
 from agents import capture
 from agents.browser import ExtensionBrowser, launch
+from agents.early import AgentLoop
 from agents.slots import Slot
 from browser_profiles.budget import AccountBudget
 from browser_profiles.profiles import OpenProfile, open_agent_profile
 from extension_bridge.protocol import JobProgress, JobRun
 from extension_bridge.server import BridgeServer
 from semantest import attempts, keys
-from semantest.config import DRIVER_NODE_OPTIONS, Settings
+from semantest.config import Settings
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, StaleLease, TerminalRecord
@@ -78,16 +78,21 @@ class AgentRuntime:
     """Browser, bridge and slots of one agent, driven from RQ's threads through `call()`."""
 
     def __init__(
-        self, settings: Settings, agent_id: str, boot: str, provider: str = "sandbox"
+        self,
+        settings: Settings,
+        agent_id: str,
+        boot: str,
+        provider: str = "sandbox",
+        early: AgentLoop | None = None,
     ) -> None:
         self.settings = settings
         self.agent_id = agent_id
         self.boot = boot
         self.provider = provider
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="agent-loop", daemon=True
-        )
+        # The loop thread runs already, and Playwright's driver is starting on it.
+        self.early = early or AgentLoop()
+        self.loop = self.early.loop
+        self._thread = self.early.thread
         self.bridge: BridgeServer
         self.redis: Redis
         self.jobs: JobStore
@@ -132,7 +137,6 @@ class AgentRuntime:
 
     def start(self, started_at: float) -> None:
         """Start the loop thread, the browser, the bridge and the slots; block until ready."""
-        self._thread.start()
         self.call(self._start(started_at), timeout=120)
         log.info("agent %s ready in %.2f s", self.agent_id, self.ready_after_s)
 
@@ -190,8 +194,7 @@ class AgentRuntime:
         self.budget = AccountBudget(self.redis, self.settings.account_budget_per_hour)
         self.bridge = BridgeServer()
         await self.bridge.start()
-        os.environ["NODE_OPTIONS"] = DRIVER_NODE_OPTIONS  # read by the driver it spawns
-        self._playwright = await async_playwright().start()
+        self._playwright = await asyncio.wrap_future(self.early.playwright)
         # Locked for the agent's life; a new one is copied from the prepared template.
         self.profile = await open_agent_profile(
             self._playwright, self.settings, self.agent_id, lock_timeout_s=PROFILE_WAIT_S

@@ -36,6 +36,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker_registration import clean_worker_registry
 
 from agents import jobs
+from agents.early import AgentLoop
 from agents.runtime import AgentRuntime
 from semantest import keys
 from semantest.config import Settings
@@ -96,8 +97,16 @@ def process_age_s() -> float:
     return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def run_agent(settings: Settings, name: str | None = None, provider: str = "sandbox") -> int:
-    """Start an agent and work until told to stop; returns the process exit code."""
+def run_agent(
+    settings: Settings,
+    name: str | None = None,
+    provider: str = "sandbox",
+    early: AgentLoop | None = None,
+) -> int:
+    """Start an agent and work until told to stop; returns the process exit code.
+
+    `early` is the agent loop with Playwright's driver already starting (`agents/early.py`).
+    """
     started = time.perf_counter() - process_age_s()
     if settings.redis_url is None or settings.chromium is None:
         raise SystemExit("agent needs SEMANTEST_REDIS_URL and a Chromium (SEMANTEST_CHROMIUM)")
@@ -107,7 +116,7 @@ def run_agent(settings: Settings, name: str | None = None, provider: str = "sand
     stop: list[str] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop.append("SIGINT"))
-    runtime = AgentRuntime(settings, agent_id, boot, provider)
+    runtime = AgentRuntime(settings, agent_id, boot, provider, early)
     try:
         runtime.start(started)
     except BaseException:

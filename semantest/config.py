@@ -71,9 +71,6 @@ CHROMIUM_ARGS = (
     "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED_FEATURES + LEAN_DISABLED_FEATURES),
     "--enable-features=" + ",".join(PLAYWRIGHT_ENABLED_FEATURES + LEAN_ENABLED_FEATURES),
 )
-#: V8 options for Playwright's Node driver (it inherits NODE_OPTIONS): a 1 MB young generation
-#: keeps its idle heap small (-17 MB measured); the driver only relays protocol messages.
-DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

@@ -30,7 +30,10 @@ def test_bench_prints_overhead_anchor_cold_start_and_memory() -> None:
         assert re.search(rf"^{name}\s+n=2\s+total p50\s+[\d.]+ ms", out, re.M), out
     ratio = float(re.search(r"ratio stack/anchor, total time: p50 ([\d.]+)x", out, re.M)[1])
     assert ratio > 0
-    cold = re.search(r"new profile ([\d.]+) s, prepared profile ([\d.]+) s", out)
+    cold = re.search(
+        r"new machine \(prepares the profile template\) ([\d.]+) s, prepared profile ([\d.]+) s",
+        out,
+    )
     assert cold and 0 < float(cold[1]) < 60 and 0 < float(cold[2]) < 60, out
     pss = re.search(r"PSS of the agent \+ its Chromium\): (\d+) MB", out)
     assert pss and 50 < int(pss[1]) < 4000, out
