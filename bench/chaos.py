@@ -505,7 +505,7 @@ def run_chaos(
                 next_report = now + 10
             time.sleep(0.25)
         run_s = time.monotonic() - t_submit
-        say(f"all final after {run_s:.1f} s; verifying")
+        say(f"stopped waiting after {run_s:.1f} s; verifying")
         checks = verify(r, settings.images_dir, job_ids, prompts, kills)
         r.close()
     wall = time.monotonic() - began
