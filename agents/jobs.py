@@ -51,7 +51,10 @@ def generate(job_id: str) -> dict[str, Any] | Retry:
     outcome = _runtime.call(_runtime.execute(job_id, slot, worker), timeout=backstop)
     if outcome.kind == "retry":
         # `max` only bounds RQ's own count, which never exceeds ours: the policy decided.
-        return Retry(max=_runtime.settings.max_attempts, interval=outcome.delay_s)
+        # A retried job has waited its turn once already: it goes to the front of its queue.
+        return Retry(
+            max=_runtime.settings.max_attempts, interval=outcome.delay_s, enqueue_at_front=True
+        )
     if outcome.kind == "failed":
         raise attempts.AttemptFailed(f"job {job_id} failed: {outcome.detail}")
     return {"jobId": job_id, "status": outcome.kind, **outcome.detail}
@@ -92,7 +95,7 @@ def on_failure(
     decided: list[attempts.Decision] = []
 
     def mark(r: JobRecord) -> None:
-        decision = attempts.decide(r, True, settings)
+        decision = attempts.decide(r, True, settings, at_once=code == "AGENT_LOST")
         attempts.record_failure(r, code, message, decision)
         decided.append(decision)
 

@@ -4,8 +4,8 @@ It keeps N agent processes (`python -m agents --name <prefix>-<i>`) running:
 
 - launches are staggered (`--stagger`, default 0.5 s) so N browsers do not start at once;
 - an agent that exits on its own is restarted: at once when it asked to be recycled (exit 75:
-  M jobs done, over its RSS ceiling), after a back-off (1 s, 2 s, 4 s … 30 s) when it crashed
-  or its browser died; the back-off resets once an agent has run a minute;
+  M jobs done, over its memory ceiling), after a back-off (1 s, 2 s, 4 s … 10 s) when it
+  crashed or its browser died; the back-off resets once an agent has run 30 s;
 - SIGTERM/SIGINT drains: every agent gets SIGTERM (it stops taking jobs, finishes running ones
   within `SEMANTEST_DRAIN_GRACE_S`, and gives the rest back to the queue), the pool waits for
   them, and an agent still alive after the grace + 15 s is killed (its jobs are then
@@ -34,9 +34,9 @@ from semantest.stack import die_with_parent
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 10.0
 #: An agent that ran this long before exiting starts its next back-off from the minimum.
-HEALTHY_AFTER_S = 60.0
+HEALTHY_AFTER_S = 30.0
 KILL_MARGIN_S = 15.0
 
 

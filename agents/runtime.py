@@ -41,6 +41,7 @@ from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, StaleLease, TerminalRecord
 from semantest.models import ImageRecord, JobRecord, JobStatus, Stage
+from semantest.redis_clients import async_client
 from semantest.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class AgentRuntime:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the agent has stopped taking jobs."""
+        return self.state is AgentState.DRAINING
+
     def drain(self) -> None:
         """Stop taking jobs; running ones go on (thread-safe)."""
         self.state = AgentState.DRAINING
@@ -189,7 +195,7 @@ class AgentRuntime:
 
     async def _start(self, started_at: float) -> None:
         assert self.settings.redis_url and self.settings.chromium
-        self.redis = Redis.from_url(self.settings.redis_url)
+        self.redis = async_client(self.settings.redis_url)
         self.jobs = JobStore(self.redis)
         self.budget = AccountBudget(self.redis, self.settings.account_budget_per_hour)
         self.bridge = BridgeServer()
@@ -307,6 +313,9 @@ class AgentRuntime:
             r.agent, r.lease = slot.name, f"{worker}#{r.attempts}"
             r.started_at = r.started_at or time.time()
 
+        if self.crashed or self.draining:
+            # taken just as the agent began to stop: back to the queue, no attempt used
+            return Outcome("retry", job_id, delay_s=0)
         if not await self.budget.try_take(slot.account):
             # the account's hour is used up (another slot got there first): the job waits
             return Outcome("retry", job_id, delay_s=1)
@@ -322,7 +331,7 @@ class AgentRuntime:
             return await self._attempt(record, slot, lease, deadline)
         finally:
             slot.job_id = None
-            slot.state = SlotState.DRAINING if self.state is AgentState.DRAINING else SlotState.IDLE
+            slot.state = SlotState.DRAINING if self.draining else SlotState.IDLE
 
     async def _attempt(self, record: JobRecord, slot: Slot, lease: str, deadline: float) -> Outcome:
         job_id = record.id
@@ -365,7 +374,17 @@ class AgentRuntime:
             return Outcome("skipped", job_id)
         self.jobs_done += 1
         slot.jobs_done += 1
+        await self._tidy(slot)
         return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
+
+    async def _tidy(self, slot: Slot) -> None:
+        """Free the slot page's memory of finished jobs (the result is recorded already)."""
+        assert self.browser is not None
+        try:
+            await slot.tidy(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S)
+        except Exception as exc:  # the next job reopens the slot
+            log.warning("slot %s: tidying after a job failed: %s", slot.name, exc)
+            slot.forget_tab()
 
     async def _abortable(self, slot: Slot, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` until it ends or the slot's attempt is stopped from outside."""

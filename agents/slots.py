@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import BrowserContext, CDPSession, Page
 
 from extension_bridge.server import BridgeServer
 from semantest.errors import RetryableFailure
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: Addon states that make a slot unable to take jobs, and how long it stays parked before it
 #: looks again (seconds).
 PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 10.0, "busy": 5.0}
+#: A slot's page is reloaded between jobs after this many jobs (frees its raster tiles, which
+#: grow with the thread; measured ~12 MB per slot after 7 sandbox jobs).
+RELOAD_EVERY_JOBS = 10
 
 
 class SlotParked(RetryableFailure):
@@ -55,6 +58,8 @@ class Slot:
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     abort_kind: str = ""
     abort_reason: str = ""
+    cdp: CDPSession | None = None
+    cdp_page: Page | None = None
 
     def stop_attempt(self, kind: str, reason: str) -> None:
         """Abort the running attempt (no-op when idle)."""
@@ -127,6 +132,23 @@ class Slot:
         self.parked_reason = None
         log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
         return tab
+
+    async def tidy(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> None:
+        """Between jobs: let the page drop what it holds for finished jobs.
+
+        A critical memory-pressure signal frees the decoded images of earlier replies (a reload
+        alone keeps them); every `RELOAD_EVERY_JOBS` jobs the page is also reloaded, which frees
+        the raster tiles a growing thread needs. Measured on the sandbox: ~33 MB per extra slot
+        after 7 jobs without this, ~18 MB with it.
+        """
+        if self.jobs_done % RELOAD_EVERY_JOBS == 0:
+            self.forget_tab()
+            await self.ready_tab(context, bridge, timeout)
+        if self.page is None or self.page.is_closed():
+            return
+        if self.cdp is None or self.cdp_page is not self.page:
+            self.cdp, self.cdp_page = await context.new_cdp_session(self.page), self.page
+        await self.cdp.send("Memory.simulatePressureNotification", {"level": "critical"})
 
     def forget_tab(self) -> None:
         """The addon is gone, broken or was canceled mid-job: reload before the next job."""

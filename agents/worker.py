@@ -31,8 +31,11 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.registry import clean_registries
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from agents import jobs
@@ -42,6 +45,7 @@ from semantest import keys
 from semantest.config import Settings
 from semantest.fleet import AgentState
 from semantest.models import Priority
+from semantest.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,20 @@ ABORT_WAIT_S = 10
 #: Seconds a slot thread blocks on the queues before it looks at its slot again.
 DEQUEUE_POLL_S = 1
 
+#: Take the first job of the first non-empty lane (KEYS[1..n-1], high lane first) and note it in
+#: the worker's claim list (KEYS[n]) in one atomic step: a worker killed right after leaves the
+#: job in its claim list, never nowhere.
+CLAIM_LUA = """
+for i = 1, #KEYS - 1 do
+  local id = redis.call('LPOP', KEYS[i])
+  if id then
+    redis.call('RPUSH', KEYS[#KEYS], id)
+    return {KEYS[i], id}
+  end
+end
+return false
+"""
+
 
 class SlotWorker(SimpleWorker):
     """An RQ worker for one tab slot, on its own thread of the agent process."""
@@ -65,6 +83,14 @@ class SlotWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
         self.slot = runtime.slots[slot]
+        self.claim_key = keys.claims(self.name)
+        self._claim = self.connection.register_script(CLAIM_LUA)
+        # Blocking waits happen on the normal lane (most traffic); the others are polled
+        # between waits, so a high-lane job waits at most DEQUEUE_POLL_S for an idle slot.
+        self._blocking = next(
+            q for q in self.queues if q.name.endswith(f".{Priority.NORMAL.value}")
+        )
+        self.connection.sadd(keys.CLAIMERS, self.name)
 
     def _install_signal_handlers(self) -> None:
         """The agent's main thread handles signals and tells the slots to stop."""
@@ -76,18 +102,53 @@ class SlotWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
-    ) -> Any:
+    ) -> tuple[Job, Queue] | None:
         """Take a job only while this slot can run one; None once the agent drains."""
-        while self.runtime.state is not AgentState.DRAINING:
+        self.set_state(WorkerStatus.IDLE)
+        while self.runtime.state is not AgentState.DRAINING and not self.runtime.crashed:
+            self.heartbeat()
             if self.slot.parked or not self.runtime.has_budget(self.slot):
-                self.heartbeat()
                 time.sleep(DEQUEUE_POLL_S)
                 continue
-            # With `max_idle_time`, RQ's dequeue returns None after one empty poll.
-            result = super().dequeue_job_and_maintain_ttl(DEQUEUE_POLL_S, DEQUEUE_POLL_S)
-            if result is not None:
-                return result
+            taken = self._take()
+            if taken is not None:
+                return taken
         return None
+
+    def _take(self) -> tuple[Job, Queue] | None:
+        """Claim one job (see `CLAIM_LUA`), blocking up to DEQUEUE_POLL_S on the normal lane."""
+        found = self._claim(keys=[*(q.key for q in self.queues), self.claim_key])
+        if found:
+            queue_key, job_id = (v.decode() for v in found)
+        else:
+            moved = self.connection.blmove(
+                self._blocking.key, self.claim_key, DEQUEUE_POLL_S, "LEFT", "RIGHT"
+            )
+            if moved is None:
+                return None
+            queue_key = self._blocking.key
+            job_id = moved.decode() if isinstance(moved, bytes) else str(moved)
+        queue = next(q for q in self.queues if q.key == queue_key)
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        except NoSuchJobError:  # deleted while queued
+            self.connection.lrem(self.claim_key, 1, job_id)
+            return None
+        self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+        return job, queue
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's SimpleWorker step, with the claim dropped once RQ's registry holds the job."""
+        execution = self.prepare_execution(job)
+        self.connection.lrem(self.claim_key, 1, job.id)
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def teardown(self) -> None:
+        """Leave the claimers when nothing is claimed (a dead worker's claims are reaped)."""
+        super().teardown()  # type: ignore[no-untyped-call]
+        if not self.connection.llen(self.claim_key):
+            self.connection.srem(keys.CLAIMERS, self.name)
 
 
 def process_age_s() -> float:
@@ -127,7 +188,7 @@ def run_agent(
     workers: list[SlotWorker] = []
     threads: list[threading.Thread] = []
     for slot in runtime.slots:
-        redis = Redis.from_url(settings.redis_url)
+        redis = sync_client(settings.redis_url)
         queues = [Queue(n, connection=redis) for n in queue_names]
         worker = SlotWorker(
             queues,
@@ -161,7 +222,7 @@ def _supervise(
     settings: Settings, runtime: AgentRuntime, threads: list[threading.Thread], stop: list[str]
 ) -> int:
     """The main thread's loop: drain on a signal or a recycle reason, maintenance each minute."""
-    maintenance_redis = Redis.from_url(settings.redis_url or "")
+    maintenance_redis = sync_client(settings.redis_url or "")
     next_maintenance = time.monotonic() + MAINTENANCE_S
     code = 0
     drain_deadline: float | None = None

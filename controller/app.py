@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
@@ -19,6 +17,7 @@ from controller.state import AppState, hash_key
 from semantest import __version__
 from semantest.config import Settings, get_settings
 from semantest.jobstore import JobStore
+from semantest.redis_clients import async_client, sync_client
 from semantest.storage import LocalStorage
 
 
@@ -31,8 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url is None:
             raise RuntimeError("SEMANTEST_REDIS_URL is not set (semantest up sets it for you)")
         settings.images_dir.mkdir(parents=True, exist_ok=True)
-        redis = Redis.from_url(settings.redis_url, max_connections=512)
-        redis_sync = SyncRedis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url, max_connections=512)
+        redis_sync = sync_client(settings.redis_url)
         key_hashes = {}
         if settings.admin_key is not None:
             key_hashes[hash_key(settings.admin_key.get_secret_value())] = "admin"

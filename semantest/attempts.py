@@ -30,11 +30,17 @@ class Decision:
     delay_s: int
 
 
-def decide(record: JobRecord, retryable: bool, settings: Settings) -> Decision:
-    """Run again only for a retryable failure with attempts left; back-off by attempt number."""
+def decide(
+    record: JobRecord, retryable: bool, settings: Settings, *, at_once: bool = False
+) -> Decision:
+    """Run again only for a retryable failure with attempts left; back-off by attempt number.
+
+    `at_once` skips the back-off: for an agent that died, which says nothing about the job or
+    the provider (the job goes back to the front of its queue).
+    """
     retry = retryable and record.attempts < settings.max_attempts
     backoff = settings.retry_backoff_s
-    delay = backoff[min(max(record.attempts - 1, 0), len(backoff) - 1)]
+    delay = 0 if at_once else backoff[min(max(record.attempts - 1, 0), len(backoff) - 1)]
     return Decision(retry=retry, delay_s=delay if retry else 0)
 
 

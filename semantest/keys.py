@@ -19,6 +19,20 @@ LEASE_TTL_S = 10
 AGENT_TTL_S = LEASE_TTL_S
 
 
+#: Names of every RQ worker (slot) that may hold claimed jobs (set); see `claims()`.
+CLAIMERS = f"{PREFIX}:claimers"
+
+
+def claims(worker: str) -> str:
+    """Jobs a slot's worker has taken off a queue but not yet put in RQ's started registry.
+
+    RQ pops from several queues with a plain LPOP, so a worker killed between the pop and the
+    registry write would leave its job nowhere; our slots take jobs with an atomic move into
+    this list instead, and the lease reaper puts a dead worker's claims back on their queues.
+    """
+    return f"{PREFIX}:claims:{worker}"
+
+
 #: Held (a few seconds) by the controller process that runs the lease reaper's current pass.
 REAPER_LOCK = f"{PREFIX}:reaper"
 

@@ -15,7 +15,13 @@ them as `AGENT_LOST`:
    failed in RQ's failed registry.
 
 A job whose agent died before it took its lease is re-queued the same way (no attempt was
-counted). Controllers take a Redis lock per pass, so only one reaps at a time.
+counted). A dead agent's job goes to the *front* of its queue at once (no back-off: its agent's
+death says nothing about the job), so a backlog does not delay its re-run.
+
+Jobs a dead worker had claimed (taken off a queue, not yet in RQ's started registry; see
+`keys.claims`) go back to the front of their queue too.
+
+Controllers take a Redis lock per pass, so only one reaps at a time.
 """
 
 from __future__ import annotations
@@ -57,6 +63,11 @@ class Reaped:
     delay_s: int = 0
 
 
+def text(value: object) -> str:
+    """A Redis reply (bytes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def agent_of(worker_name: str) -> tuple[str, str] | None:
     """`(agent id, boot)` of an RQ worker name `<agent>/<slot>@<boot>`, or None for others."""
     head, sep, boot = worker_name.rpartition("@")
@@ -68,10 +79,7 @@ def agent_of(worker_name: str) -> tuple[str, str] | None:
 
 async def live_boots(redis: Redis) -> dict[str, str]:
     """Agent id → boot of every agent whose heartbeat has not expired."""
-    ids = [
-        m.decode() if isinstance(m, bytes) else str(m)
-        for m in await redis.zrange(keys.AGENTS, 0, -1)
-    ]
+    ids = [text(m) for m in await redis.zrange(keys.AGENTS, 0, -1)]
     if not ids:
         return {}
     raws = await redis.mget([keys.agent(i) for i in ids])
@@ -113,8 +121,40 @@ class Reaper:
                 if owner is not None and live.get(owner[0]) == owner[1]:
                     continue  # its agent is alive: the lease holds
                 reaped.append(await self._end(name, job_id, execution_id, worker))
+        for member in await self.redis.smembers(keys.CLAIMERS):
+            claimer = text(member)
+            owner = agent_of(claimer)
+            if owner is None or live.get(owner[0]) != owner[1]:
+                await asyncio.to_thread(self._return_claims, claimer)
         await self.redis.pexpire(keys.REAPER_LOCK, 2000)
         return reaped
+
+    def _return_claims(self, worker: str) -> None:
+        """Put a dead worker's claimed jobs back at the front of their queues."""
+        claim_key = keys.claims(worker)
+        for raw in self.redis_sync.lrange(claim_key, 0, -1):
+            job_id = text(raw)
+            try:
+                job = Job.fetch(job_id, connection=self.redis_sync)
+            except NoSuchJobError:
+                continue
+            queue = Queue(job.origin, connection=self.redis_sync)
+            started = StartedJobRegistry(job.origin, connection=self.redis_sync)
+            already = (
+                job.get_status() is not RQStatus.QUEUED
+                or job_id in started  # the started-registry pass handles it
+                or self.redis_sync.lpos(queue.key, job_id) is not None
+            )
+            if not already:
+                queue.push_job_id(job.id, at_front=True)
+                log.warning(
+                    "job %s: %s died holding it; back at the front of %s",
+                    job_id,
+                    worker,
+                    queue.name,
+                )
+        self.redis_sync.delete(claim_key)
+        self.redis_sync.srem(keys.CLAIMERS, worker)
 
     def _started(self, queue_name: str) -> list[tuple[str, str, str]]:
         """(job id, execution id, worker name) of each execution in RQ's started registry."""
@@ -134,7 +174,7 @@ class Reaper:
         def lost(r: JobRecord) -> None:
             if r.lease is not None and not r.lease.startswith(f"{worker}#"):
                 return  # another, live attempt holds it: only RQ's stale entry goes
-            decision = attempts.decide(r, True, self.settings)
+            decision = attempts.decide(r, True, self.settings, at_once=True)
             attempts.record_failure(r, "AGENT_LOST", LOST_MESSAGE, decision)
             decided.append(decision)
 
@@ -178,7 +218,10 @@ class Reaper:
             return
         with self.redis_sync.pipeline() as pipe:
             pipe.zrem(registry.key, f"{job_id}:{execution_id}")
-            if action == "retry":
+            if action == "retry" and delay_s == 0:
+                job.set_status(RQStatus.QUEUED, pipeline=pipe)
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            elif action == "retry":
                 when = datetime.now(UTC) + timedelta(seconds=delay_s)
                 job.set_status(RQStatus.SCHEDULED, pipeline=pipe)
                 queue.schedule_job(job, when, pipeline=pipe)
