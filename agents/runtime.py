@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from agents import capture
 from agents.browser import ExtensionBrowser, launch
 from agents.early import AgentLoop
-from agents.slots import Slot
+from agents.slots import RELOAD_EVERY_JOBS, Slot
 from browser_profiles.budget import AccountBudget
 from browser_profiles.profiles import OpenProfile, open_agent_profile
 from extension_bridge.protocol import JobProgress, JobRun
@@ -374,14 +374,16 @@ class AgentRuntime:
             return Outcome("skipped", job_id)
         self.jobs_done += 1
         slot.jobs_done += 1
-        await self._tidy(slot)
+        slot.untidy = True
+        if slot.jobs_done % RELOAD_EVERY_JOBS == 0:  # bounded growth under sustained load
+            await self.tidy(slot, reload=True)
         return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
 
-    async def _tidy(self, slot: Slot) -> None:
-        """Free the slot page's memory of finished jobs (the result is recorded already)."""
+    async def tidy(self, slot: Slot, *, reload: bool) -> None:
+        """Free the slot page's memory of finished jobs (see `Slot.tidy`)."""
         assert self.browser is not None
         try:
-            await slot.tidy(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S)
+            await slot.tidy(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S, reload=reload)
         except Exception as exc:  # the next job reopens the slot
             log.warning("slot %s: tidying after a job failed: %s", slot.name, exc)
             slot.forget_tab()

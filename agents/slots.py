@@ -60,6 +60,8 @@ class Slot:
     abort_reason: str = ""
     cdp: CDPSession | None = None
     cdp_page: Page | None = None
+    #: Jobs ran since the page was last tidied.
+    untidy: bool = False
 
     def stop_attempt(self, kind: str, reason: str) -> None:
         """Abort the running attempt (no-op when idle)."""
@@ -133,15 +135,19 @@ class Slot:
         log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
         return tab
 
-    async def tidy(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> None:
-        """Between jobs: let the page drop what it holds for finished jobs.
+    async def tidy(
+        self, context: BrowserContext, bridge: BridgeServer, timeout: float, *, reload: bool
+    ) -> None:
+        """Let the page drop what it holds for finished jobs.
 
-        A critical memory-pressure signal frees the decoded images of earlier replies (a reload
-        alone keeps them); every `RELOAD_EVERY_JOBS` jobs the page is also reloaded, which frees
-        the raster tiles a growing thread needs. Measured on the sandbox: ~33 MB per extra slot
-        after 7 jobs without this, ~18 MB with it.
+        A reload frees the raster tiles a growing conversation needs; a critical memory-pressure
+        signal (CDP) frees the decoded images of earlier replies, which a reload keeps. Measured
+        on the sandbox: ~33 MB per extra slot after 7 jobs without either, ~18 MB with both.
+        Both cost CPU in the renderer (the purge is a GC), so they run when the slot is idle —
+        except the reload every `RELOAD_EVERY_JOBS` jobs, which bounds the growth under load.
         """
-        if self.jobs_done % RELOAD_EVERY_JOBS == 0:
+        self.untidy = False
+        if reload:
             self.forget_tab()
             await self.ready_tab(context, bridge, timeout)
         if self.page is None or self.page.is_closed():

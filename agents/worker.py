@@ -113,6 +113,8 @@ class SlotWorker(SimpleWorker):
             taken = self._take()
             if taken is not None:
                 return taken
+            if self.slot.untidy:  # idle for a poll: a good moment to free the page's memory
+                self.runtime.call(self.runtime.tidy(self.slot, reload=True), timeout=60)
         return None
 
     def _take(self) -> tuple[Job, Queue] | None:

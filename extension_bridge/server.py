@@ -7,8 +7,9 @@ tab with `addon.ready`. `run_job()` sends a `job.run` to a tab and resolves when
 `cancel_job()` tells the addon to stop one. Each tab is its own channel: jobs of different
 tabs run concurrently over the one socket, matched by job id.
 
-A failing progress callback (say, Redis briefly unreachable) is logged and dropped: it must not
-close the socket, which would fail every other tab's job.
+Progress callbacks run as tasks, in order per job, so a slow progress write of one tab never
+holds up the messages of another; a failing one (say, Redis briefly unreachable) is logged and
+dropped: it must not close the socket, which would fail every other tab's job.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ ProgressCallback = Callable[[JobProgress], Awaitable[None]]
 class _PendingJob:
     done: asyncio.Future[JobResult]
     on_progress: ProgressCallback
+    #: The latest progress report being written; each waits for the one before (order kept).
+    reporting: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -122,7 +125,10 @@ class BridgeServer:
         self._pending[run.job_id] = pending
         try:
             await self._conn.send(protocol.dump(run))
-            return await asyncio.wait_for(pending.done, timeout)
+            result = await asyncio.wait_for(pending.done, timeout)
+            if pending.reporting is not None:
+                await pending.reporting  # progress lands before the caller records more
+            return result
         except TimeoutError:
             raise RetryableFailure(
                 f"no result from the addon within {timeout:.0f} s", "PROVIDER_TIMEOUT"
@@ -168,10 +174,9 @@ class BridgeServer:
                 await self._notify()
             case JobProgress():
                 if (pending := self._pending.get(msg.job_id)) is not None:
-                    try:
-                        await pending.on_progress(msg)
-                    except Exception:  # the job goes on; only this progress step is lost
-                        log.exception("progress of job %s not recorded", msg.job_id)
+                    pending.reporting = asyncio.create_task(
+                        _report(pending, pending.reporting, msg)
+                    )
             case JobResult():
                 if (pending := self._pending.get(msg.job_id)) and not pending.done.done():
                     pending.done.set_result(msg)
@@ -190,3 +195,15 @@ class BridgeServer:
         for pending in self._pending.values():
             if not pending.done.done():
                 pending.done.set_exception(RetryableFailure(reason, "BRIDGE_DOWN"))
+
+
+async def _report(
+    pending: _PendingJob, before: asyncio.Task[None] | None, msg: JobProgress
+) -> None:
+    """Write one progress step after the previous one of the same job."""
+    if before is not None:
+        await before
+    try:
+        await pending.on_progress(msg)
+    except Exception:  # the job goes on; only this progress step is lost
+        log.exception("progress of job %s not recorded", msg.job_id)
