@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench up clean
+.PHONY: setup system demo test lint bench bench-fleet bench-chaos up clean
 
 setup: system $(STAMP)
 
@@ -47,6 +47,14 @@ test: lint
 
 bench: setup
 	$(PY) bench/e2e.py
+
+# Slots scaling, agent memory, cold start, overhead under load (several minutes).
+bench-fleet: setup
+	$(PY) bench/fleet.py
+
+# 2,000 jobs while agents are SIGKILLed and Redis restarts: lost = 0, duplicated = 0.
+bench-chaos: setup
+	$(PY) bench/chaos.py --jobs 2000 --agents 3 --slots 2 --kill-every 4 --latency-ms 300
 
 clean:
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
