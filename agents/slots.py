@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 #: Addon states that make a slot unable to take jobs, and how long it stays parked before it
 #: looks again (seconds).
 PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 10.0, "busy": 5.0}
-#: A slot's page is reloaded between jobs after this many jobs (frees its raster tiles, which
-#: grow with the thread; measured ~12 MB per slot after 7 sandbox jobs).
-RELOAD_EVERY_JOBS = 10
+#: Under sustained load (never idle), a slot's page is reloaded after this many jobs: it frees
+#: the raster tiles that grow with the conversation (~12 MB per slot after 7 sandbox jobs); the
+#: next job waits for the reload, so it is rare. An idle slot tidies itself (`tidy`).
+RELOAD_EVERY_JOBS = 25
 
 
 class SlotParked(RetryableFailure):
