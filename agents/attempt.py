@@ -1,0 +1,258 @@
+"""One attempt of one job on one slot, from its lease to how it ended.
+
+`Attempt.run()` runs the prompt through the slot's addon under one deadline (`job_timeout_s`
+from the lease), fetches and stores the images, and records the outcome. Every record write is
+fenced by the attempt's lease token, so an attempt that lost its lease (its agent was presumed
+dead) can never overwrite the one that replaced it. A deadline that passes, or a stop from
+outside (drain, stale lease, page crash), cancels the attempt on the agent loop, tells the addon
+`job.cancel`, and frees the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import aiofiles
+import aiofiles.os
+
+from agents import capture
+from agents.slots import RELOAD_EVERY_JOBS, Slot
+from extension_bridge.protocol import JobProgress, JobRun
+from semantest import attempts
+from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
+from semantest.jobstore import StaleLease, TerminalRecord
+from semantest.models import ImageRecord, JobRecord, JobStatus, Stage
+
+if TYPE_CHECKING:
+    from agents.runtime import AgentRuntime
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SLOT_OPEN_TIMEOUT_S = 30.0
+#: Addon error codes that say the page (not the job) is unusable: the slot parks for that long
+#: (someone must sign in; a provider's rate limit lasts a while), so the retry goes elsewhere.
+PARKING_CODES = {"LOGGED_OUT": ("logged-out", 60.0), "RATE_LIMITED": ("rate-limited", 30.0)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as RQ's job function needs to know it."""
+
+    kind: Literal["succeeded", "retry", "failed", "skipped"]
+    job_id: str
+    delay_s: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Aborted(Exception):
+    """The slot's attempt was stopped from outside (see `Slot.stop_attempt`)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+class Attempt:
+    """One attempt that holds its lease: `run()` it once."""
+
+    def __init__(
+        self, runtime: AgentRuntime, slot: Slot, record: JobRecord, lease: str, deadline: float
+    ) -> None:
+        self.runtime, self.slot, self.record = runtime, slot, record
+        self.lease, self.deadline = lease, deadline
+
+    async def run(self) -> Outcome:
+        """Run the attempt under its deadline and record how it ended."""
+        record, slot, deadline = self.record, self.slot, self.deadline
+        job_id, lease, rt = record.id, self.lease, self.runtime
+        timer = asyncio.timeout_at(deadline)
+        try:
+            async with timer:
+                images = await self._abortable(self._work())
+        except (StaleLease, TerminalRecord):
+            return Outcome("skipped", job_id)
+        except Aborted as stop:
+            await self._cancel_in_tab(stop.reason)
+            if stop.kind == "stale":
+                return Outcome("skipped", job_id)
+            if stop.kind == "drain":
+                return await self._give_back(stop.reason)
+            return await self._failed(RetryableFailure(stop.reason, "AGENT_ERROR"))
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            await self._cancel_in_tab("deadline")
+            failure = RetryableFailure(
+                f"no result within the job timeout ({rt.settings.job_timeout_s} s)", "TIMEOUT"
+            )
+            return await self._failed(failure)
+        except JobFailure as failure:
+            return await self._failed(failure)
+        except Exception as exc:  # a bug or a browser crash: retryable, with the cause recorded
+            log.exception("job %s crashed", job_id)
+            return await self._failed(RetryableFailure(repr(exc)))
+
+        def succeed(r: JobRecord) -> None:
+            r.status, r.progress, r.stage = JobStatus.SUCCEEDED, 100, Stage.DONE
+            r.images, r.error, r.finished_at, r.lease = images, None, time.time(), None
+
+        try:
+            await rt.jobs.update(job_id, succeed, lease=lease)
+        except (StaleLease, TerminalRecord):  # another attempt or a cancel got there first
+            return Outcome("skipped", job_id)
+        rt.jobs_done += 1
+        slot.jobs_done += 1
+        slot.untidy = True
+        if slot.jobs_done % RELOAD_EVERY_JOBS == 0:  # bounded growth under sustained load
+            await rt.tidy(slot, reload=True)
+        return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
+
+    async def _abortable(self, work: Coroutine[Any, Any, T]) -> T:
+        slot = self.slot
+        """Run `work` until it ends or the slot's attempt is stopped from outside."""
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(slot.abort.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if task.cancelled() or not task.done():
+            raise Aborted(slot.abort_kind, slot.abort_reason)
+        return task.result()
+
+    async def _work(self) -> list[ImageRecord]:
+        """Open the slot, run the prompt through its addon, fetch and store the images."""
+        rt, record, slot, deadline = self.runtime, self.record, self.slot, self.deadline
+        assert rt.browser is not None
+        loop = asyncio.get_running_loop()
+        await self._progress(5, Stage.OPENING, JobStatus.RUNNING)
+        open_within = min(SLOT_OPEN_TIMEOUT_S, max(1.0, deadline - loop.time()))
+        tab = await slot.ready_tab(rt.browser.context, rt.bridge, open_within)
+
+        async def on_progress(msg: JobProgress) -> None:
+            stage = Stage(msg.stage) if msg.stage in Stage._value2member_map_ else Stage.WAITING
+            try:
+                await self._progress(min(msg.progress, 89), stage)
+            except (StaleLease, TerminalRecord):
+                slot.stop_attempt("stale", "another attempt holds the job now")
+
+        left_ms = int((deadline - loop.time()) * 1000)
+        run = JobRun(
+            tab_id=tab,
+            job_id=record.id,
+            prompt=record.prompt,
+            options=record.options.model_dump(by_alias=True, exclude_none=True),
+            timeout_ms=max(1, left_ms),
+        )
+        try:
+            # The bridge's own wait ends just after the deadline, so the deadline decides.
+            result = await rt.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
+        except JobFailure as failure:
+            if failure.job_code in PARKING_CODES:
+                reason, seconds = PARKING_CODES[failure.job_code]
+                slot.park(reason, seconds)
+                await rt.beat()  # show the parked slot in /fleet now, not at the next beat
+            elif failure.retryable:
+                slot.forget_tab()
+            raise
+        if not result.images:
+            raise GenerationFailed("the provider answered without an image")
+        await self._progress(90, Stage.STORING)
+        stored = []
+        for image in result.images:
+            data, content_type = await capture.fetch_bytes(
+                rt.browser.context.request, image, rt.settings.max_image_bytes
+            )
+            stored.append(
+                await capture.store_image(
+                    rt.storage,
+                    record.tenant,
+                    data,
+                    content_type,
+                    controller_url=rt.settings.controller_url,
+                    source_url=image.url,
+                )
+            )
+        return stored
+
+    async def _progress(self, progress: int, stage: Stage, status: JobStatus | None = None) -> None:
+        def change(r: JobRecord) -> None:
+            r.progress, r.stage = max(r.progress, progress), stage
+            if status is not None:
+                r.status = status
+
+        await self.runtime.jobs.update(self.record.id, change, lease=self.lease)
+
+    async def _cancel_in_tab(self, reason: str) -> None:
+        """Tell the addon to stop, and reload the page before the slot's next job."""
+        if self.slot.tab_id is not None:
+            await self.runtime.bridge.cancel_job(self.slot.tab_id, self.record.id, reason)
+        self.slot.forget_tab()
+
+    async def _failed(self, failure: JobFailure) -> Outcome:
+        """Record a failed attempt as the retry policy decides; the outcome tells RQ."""
+        record, settings = self.record, self.runtime.settings
+        artifacts = await self._evidence()
+        decided: list[attempts.Decision] = []
+
+        def fail(r: JobRecord) -> None:
+            decision = attempts.decide(r, failure.retryable, settings)
+            attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
+            decided.append(decision)
+
+        try:
+            await self.runtime.jobs.update(record.id, fail, lease=self.lease)
+        except (StaleLease, TerminalRecord):
+            return Outcome("skipped", record.id)
+        (decision,) = decided
+        log.warning(
+            "job %s attempt %d: %s %s (%s)",
+            record.id,
+            record.attempts,
+            failure.job_code,
+            failure.message,
+            f"retry in {decision.delay_s} s" if decision.retry else "failed",
+        )
+        if decision.retry:
+            return Outcome("retry", record.id, delay_s=decision.delay_s)
+        return Outcome("failed", record.id, detail={"error": failure.job_code})
+
+    async def _give_back(self, reason: str) -> Outcome:
+        """The agent is stopping: the job goes back to the queue without using an attempt."""
+        record = self.record
+        try:
+            await self.runtime.jobs.update(
+                record.id, lambda r: attempts.requeue_uncharged(r, reason), lease=self.lease
+            )
+        except (StaleLease, TerminalRecord):
+            return Outcome("skipped", record.id)
+        log.info("job %s given back: %s", record.id, reason)
+        return Outcome("retry", record.id, delay_s=0)
+
+    async def _evidence(self) -> dict[str, str]:
+        """Screenshot and DOM of the slot's page, kept next to the images."""
+        page, job_id = self.slot.page, self.record.id
+        if page is None or page.is_closed():
+            return {}
+        folder: Path = self.runtime.settings.data_dir / "artifacts" / job_id
+        try:
+            await aiofiles.os.makedirs(folder, exist_ok=True)
+            await page.screenshot(path=folder / "screenshot.png", timeout=5000)
+            async with aiofiles.open(folder / "dom.html", "w") as f:
+                await f.write(await asyncio.wait_for(page.content(), 5))
+        except Exception as exc:
+            log.warning("could not keep evidence of %s: %s", job_id, exc)
+            return {}
+        return {"screenshot": str(folder / "screenshot.png"), "dom": str(folder / "dom.html")}
