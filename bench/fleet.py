@@ -67,7 +67,6 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,235 +78,24 @@ from pathlib import Path
 
 import httpx
 import redis
-from e2e import IN_PAGE_STEPS, memory_kb, percentile
-from playwright.async_api import Page, async_playwright
+from anchors import BareBrowser, anchor_concurrent, anchor_tabs, copy_profile
+from e2e import memory_kb, percentile
+from playwright.async_api import async_playwright
+from processes import print_tree, tree_pss
+from report import print_table, table_rows
 
 from browser_profiles.extension import launch_args
-from browser_profiles.templates import SINGLETON_FILES, chromium_version, ensure_template
+from browser_profiles.templates import chromium_version, ensure_template
 from extension_bridge import EXTENSION_DIR
 from sandbox.render import render_png
 from semantest import keys
-from semantest.config import CHROMIUM_ARGS, Settings
+from semantest.config import Settings
 from semantest.stack import Child, Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_ID = "agent-1"
 #: Seconds to let memory settle before reading PSS.
 SETTLE_S = 1.0
-
-# -- a bare browser in its own Python process (the cold-start and memory anchors) ---------------
-
-#: Run as `python -c ANCHOR_CHILD '<json config>'`. Imports only Playwright, launches Chromium
-#: (persistent context on `profile` when given, with `args`), waits for the extension's service
-#: worker when `extension` is set, prints `ready <process age s> <launch s>`, then serves
-#: `open <url>` (new page, navigate, print `ok`) until `quit` or end of input.
-ANCHOR_CHILD = r"""
-import asyncio, json, os, sys, time
-
-def process_age_s():
-    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-    uptime = float(open("/proc/uptime").read().split()[0])
-    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-
-from playwright.async_api import async_playwright
-
-async def main(cfg):
-    async with async_playwright() as pw:
-        launched = time.perf_counter()
-        options = dict(executable_path=cfg["chromium"], headless=True, args=cfg["args"])
-        if cfg["profile"]:
-            context = await pw.chromium.launch_persistent_context(
-                cfg["profile"], viewport={"width": 1280, "height": 900}, **options)
-        else:
-            browser = await pw.chromium.launch(**options)
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        if cfg["extension"]:
-            if not any(w.url.startswith("chrome-extension://") for w in context.service_workers):
-                await context.wait_for_event(
-                    "serviceworker", predicate=lambda w: w.url.startswith("chrome-extension://"))
-        print("ready", process_age_s(), time.perf_counter() - launched, flush=True)
-        loop = asyncio.get_running_loop()
-        while True:
-            line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
-            command, _, argument = line.partition(" ")
-            if command != "open":
-                break
-            page = await context.new_page()
-            await page.goto(argument)
-            print("ok", flush=True)
-        await context.close()
-
-asyncio.run(main(json.loads(sys.argv[1])))
-"""
-
-
-class BareBrowser:
-    """The anchor child process; `pid` is the root of its process tree (python, node, chromium)."""
-
-    def __init__(
-        self, chromium: str, args: list[str], profile: Path | None, extension: bool
-    ) -> None:
-        config = {
-            "chromium": chromium,
-            "args": args,
-            "profile": str(profile) if profile else None,
-            "extension": extension,
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", ANCHOR_CHILD, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd="/",  # nothing of the repo on its path: it imports Playwright only
-        )
-        self.pid = self.proc.pid
-        words = self._line("ready").split()
-        self.ready_after_s, self.launch_s = float(words[1]), float(words[2])
-
-    def _line(self, expected: str) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith(expected):
-            self.proc.kill()
-            raise SystemExit(f"anchor browser: expected {expected!r}, got {line!r}")
-        return line
-
-    def open(self, url: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"open {url}\n")
-        self.proc.stdin.flush()
-        self._line("ok")
-
-    def pss_mb(self) -> float:
-        time.sleep(SETTLE_S)
-        return memory_kb(self.pid)["Pss"] / 1024
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-
-
-# -- the per-process picture ------------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[tuple[int, int, str, dict[str, float]]]:
-    """(pid, depth, label, PSS MB by kind) of `pid` and its descendants, parents first.
-
-    The kinds are smaps_rollup's `Pss`, `Pss_Anon`, `Pss_File` and `Pss_Shmem`. `Pss_File` (the
-    Chromium binary's pages above all) is split with every other process mapping the same
-    file, so it shrinks when other Chromiums run on the machine; anonymous memory does not.
-    """
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    rows: list[tuple[int, int, str, dict[str, float]]] = []
-    todo = [(pid, 0)]
-    while todo:
-        current, depth = todo.pop()
-        todo.extend((c, depth + 1) for c in sorted(children.get(current, []), reverse=True))
-        try:
-            rows.append((current, depth, process_label(current), pss_mb_of(current)))
-        except OSError:
-            continue
-    return rows
-
-
-PSS_KINDS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
-
-
-def pss_mb_of(pid: int) -> dict[str, float]:
-    """PSS (MB) of one process, by kind (see `process_tree`)."""
-    found = dict.fromkeys(PSS_KINDS, 0.0)
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in found:
-            found[name] = int(rest.split()[0]) / 1024
-    return found
-
-
-def tree_pss(pid: int) -> dict[str, float]:
-    """PSS (MB) of a process tree, by kind."""
-    rows = process_tree(pid)
-    return {kind: sum(r[3][kind] for r in rows) for kind in PSS_KINDS}
-
-
-def other_chromiums(*roots: int) -> int:
-    """Chromium processes on this machine outside the given trees (they share file pages)."""
-    ours = {row[0] for root in roots for row in process_tree(root)}
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in ours:
-            with contextlib.suppress(OSError):
-                count += "chrom" in Path(os.readlink(f"/proc/{entry}/exe")).name
-    return count
-
-
-def process_label(pid: int) -> str:
-    """What a process of an agent tree is: python, node driver, or chromium and its --type."""
-    exe = Path(os.readlink(f"/proc/{pid}/exe")).name
-    # Chromium rewrites its command line as one space-separated title (sometimes cut short).
-    words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
-
-    def flag(name: str) -> str:
-        return next((w.split("=", 1)[1] for w in words if w.startswith(f"--{name}=")), "")
-
-    if exe.startswith("python"):
-        if "-m" in words:
-            at = words.index("-m")
-            return "python -m " + " ".join(words[at + 1 : at + 4])
-        return "python -c (bare anchor script)" if "-c" in words else "python"
-    if exe == "node":
-        return "node (Playwright driver)"
-    if "chrom" not in exe:
-        return exe
-    kind = flag("type")
-    if not kind:  # title cut short: tell the kind by flags only it carries
-        kind = (
-            "renderer"
-            if flag("renderer-client-id")
-            else "gpu-process"
-            if flag("gpu-preferences")
-            else "utility"
-            if flag("utility-sub-type")
-            else "zygote"
-            if "--no-zygote-sandbox" in words
-            else "browser"
-            if "--remote-debugging-pipe" in words and not flag("field-trial-handle")
-            else "?"
-        )
-    extra = [flag("utility-sub-type")]
-    if "--extension-process" in words:
-        extra.append("extension")
-    if "--top-chrome-webui" in words:
-        extra.append("WebUI")
-    details = ", ".join(e for e in extra if e)
-    return f"chromium --type={kind}" + (f" ({details})" if details else "")
-
-
-def print_tree(title: str, pid: int) -> None:
-    rows = process_tree(pid)
-    total = {kind: sum(r[3][kind] for r in rows) for kind in PSS_KINDS}
-    print(
-        f"{title}: {total['Pss']:.0f} MB PSS in {len(rows)} processes "
-        f"(anon {total['Pss_Anon']:.0f}, file {total['Pss_File']:.0f}, "
-        f"shmem {total['Pss_Shmem']:.0f}; {other_chromiums(pid)} other Chromium processes "
-        "on this machine)"
-    )
-    print("      PSS     anon      pid  process")
-    for child, depth, label, pss in rows:
-        print(f"  {pss['Pss']:7.1f} {pss['Pss_Anon']:7.1f} MB {child:>7}  {'  ' * depth}{label}")
-
 
 # -- the stack side ---------------------------------------------------------------------------
 
@@ -456,123 +244,6 @@ def closed_loop(
     return [(j.finished - j.submitted - latency_s) * 1000 for j in jobs]
 
 
-# -- the bare-Playwright anchors --------------------------------------------------------------
-
-
-async def anchor_concurrent(
-    chromium: str, sandbox_url: str, prompts_per_page: list[list[str]], latency_s: float
-) -> list[float]:
-    """bench/e2e.py's in-page anchor in N concurrent pages of one browser: overhead (ms) per job
-    (typing the prompt → holding the image bytes, minus the latency), first job per page not
-    counted."""
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS)
-        )
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        pages = [await context.new_page() for _ in prompts_per_page]
-        await asyncio.gather(*(p.goto(f"{sandbox_url}/chat") for p in pages))
-        got: list[tuple[str, bytes]] = []
-
-        async def run(page: Page, prompts: list[str]) -> list[float]:
-            times = []
-            for prompt in prompts:
-                started = time.time()
-                src = await page.evaluate(IN_PAGE_STEPS, prompt)
-                body = await (await context.request.get(src)).body()
-                times.append((time.time() - started - latency_s) * 1000)
-                got.append((prompt, body))
-            return times[1:]
-
-        per_page = await asyncio.gather(
-            *(run(p, prompts) for p, prompts in zip(pages, prompts_per_page, strict=True))
-        )
-        await browser.close()
-    for prompt, body in got:
-        if body != render_png(prompt):
-            raise SystemExit("anchor: image bytes differ from the sandbox's PNG")
-    return [t for times in per_page for t in times]
-
-
-def anchor_tabs(chromium: str, sandbox_url: str, extra: int) -> tuple[dict[str, float], ...]:
-    """PSS (MB, by kind) of a bare Chromium (same flags) with one about:blank tab, and the
-    average cost of one extra about:blank tab and of one extra sandbox-page tab."""
-    bare = BareBrowser(chromium, list(CHROMIUM_ARGS), None, extension=False)
-    try:
-        bare.open("about:blank")
-        base = {**tree_pss(bare.pid), "Pss": bare.pss_mb()}
-        for _ in range(extra):
-            bare.open("about:blank")
-        blanks = {**tree_pss(bare.pid), "Pss": bare.pss_mb()}
-        for _ in range(extra):
-            bare.open(f"{sandbox_url}/chat")
-        sandboxes = {**tree_pss(bare.pid), "Pss": bare.pss_mb()}
-        print_tree(
-            f"anchor, bare Chromium with 1 + {extra} about:blank + {extra} sandbox tabs", bare.pid
-        )
-    finally:
-        bare.close()
-    blank = {k: (blanks[k] - base[k]) / extra for k in PSS_KINDS}
-    sandbox = {k: (sandboxes[k] - blanks[k]) / extra for k in PSS_KINDS}
-    return base, blank, sandbox
-
-
-def copy_profile(source: Path, target: Path) -> None:
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(*SINGLETON_FILES))
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    label: str
-    value: float
-    unit: str
-    target: str
-    anchor: str
-    ratio: float | None
-    miss: str  # empty when the target is met
-
-
-def met(value: float, limit: float, unit: str, *, at_most: bool = True) -> str:
-    if (value <= limit) if at_most else (value >= limit):
-        return ""
-    return f"{abs(value - limit):.2f}{unit} {'over' if at_most else 'under'}"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("figure", "value", "target", "anchor (same run)", "ratio", "met")
-    cells = [
-        (
-            r.label,
-            f"{r.value:.2f} {r.unit}",
-            r.target,
-            r.anchor,
-            "n/a" if r.ratio is None else f"{r.ratio:.2f}x",
-            "yes" if not r.miss else f"NO ({r.miss})",
-        )
-        for r in rows
-    ]
-    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
-    line = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
-    print(line.format(*header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for c in cells:
-        print(line.format(*c))
-
-
-def ratio(a: float, b: float) -> float | None:
-    return a / b if b > 0 else None
-
-
-def overhead_miss(value: float | None) -> str:
-    if value is None:
-        return "anchor overhead <= 0"
-    return "" if value <= 1.3 else f"{value - 1.3:.2f}x over"
-
-
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -618,8 +289,6 @@ def main() -> int:
         f"latency {args.latency_ms} ms, slots {slot_counts}, {args.jobs_per_slot} jobs/slot, "
         f"overhead with {args.busy} busy x {args.overhead_jobs} jobs, {args.cold_runs} cold runs"
     )
-    rows: list[Row] = []
-
     with contextlib.ExitStack() as cleanup:
         if args.workdir:
             shutil.rmtree(args.workdir, ignore_errors=True)
@@ -746,72 +415,18 @@ def main() -> int:
             client.close()
             r.close()
 
-    # -- the table
-    one = thr[1]
-    for k in slot_counts:
-        rows.append(
-            Row(
-                f"throughput K={k}",
-                thr[k],
-                "jobs/s",
-                "ratio >= 0.80",
-                f"{k} x K=1 = {k * one:.3f} jobs/s",
-                thr[k] / (k * one),
-                met(thr[k] / (k * one), 0.8, "", at_most=False),
-            )
-        )
-    anchor_one = statistics.median(bare_pss)
-    rows.append(
-        Row(
-            "PSS 1 agent, 1 slot",
-            pss[1],
-            "MB",
-            "<= 450 MB",
-            f"bare Chromium+ext, 1 page: {anchor_one:.0f} MB",
-            ratio(pss[1], anchor_one),
-            met(pss[1], 450, " MB"),
-        )
+    rows = table_rows(
+        slot_counts,
+        thr,
+        pss,
+        bare_pss,
+        blank_tab,
+        {"new profile": new_s, "prepared profile": prepared_s},
+        bare_ready,
+        overhead,
+        anchor_overhead,
+        args.busy,
     )
-    for k in slot_counts[1:]:
-        per_slot = (pss[k] - pss[1]) / (k - 1)
-        rows.append(
-            Row(
-                f"PSS per extra slot K={k}",
-                per_slot,
-                "MB",
-                "<= 20 MB",
-                f"extra about:blank tab: {blank_tab:.1f} MB",
-                ratio(per_slot, blank_tab),
-                met(per_slot, 20, " MB"),
-            )
-        )
-    anchor_cold = statistics.median(bare_ready)
-    for label, samples in (("new profile", new_s), ("prepared profile", prepared_s)):
-        value = statistics.median(samples)
-        rows.append(
-            Row(
-                f"cold start, {label}",
-                value,
-                "s",
-                "<= 1.00 s",
-                f"bare launch+ext, prepared: {anchor_cold:.2f} s",
-                ratio(value, anchor_cold),
-                met(value, 1.0, " s"),
-            )
-        )
-    for q in (50, 95):
-        ours, base = percentile(overhead, q), percentile(anchor_overhead, q)
-        rows.append(
-            Row(
-                f"overhead p{q}, {args.busy} busy",
-                ours,
-                "ms",
-                "ratio <= 1.30",
-                f"bare PW {args.busy} pages: {base:.1f} ms",
-                ratio(ours, base),
-                overhead_miss(ratio(ours, base)),
-            )
-        )
     print()
     print(
         "per extra slot, anon+shmem PSS only (not shared with other Chromiums on the machine): "
