@@ -8,11 +8,15 @@ About a minute on 2 cores.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.chaos import ChaosResult, run_chaos
+# bench/ scripts import their siblings by name, as `python bench/chaos.py` runs them
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from chaos import ChaosResult, run_chaos
+
 from semantest import keys
 
 pytestmark = pytest.mark.e2e
