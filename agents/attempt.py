@@ -23,7 +23,7 @@ import aiofiles
 import aiofiles.os
 
 from agents import capture
-from agents.slots import RELOAD_EVERY_JOBS, Slot
+from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, Slot
 from extension_bridge.protocol import JobProgress, JobRun
 from semantest import attempts
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLOT_OPEN_TIMEOUT_S = 30.0
-#: Addon error codes that say the page (not the job) is unusable: the slot parks for that long
-#: (someone must sign in; a provider's rate limit lasts a while), so the retry goes elsewhere.
-PARKING_CODES = {"LOGGED_OUT": ("logged-out", 60.0), "RATE_LIMITED": ("rate-limited", 30.0)}
 
 
 @dataclass(frozen=True)
@@ -108,16 +105,15 @@ class Attempt:
             await rt.jobs.update(job_id, succeed, lease=lease)
         except (StaleLease, TerminalRecord):  # another attempt or a cancel got there first
             return Outcome("skipped", job_id)
-        rt.jobs_done += 1
         slot.jobs_done += 1
         slot.untidy = True
         if slot.jobs_done % RELOAD_EVERY_JOBS == 0:  # bounded growth under sustained load
-            await rt.tidy(slot, reload=True)
+            await rt.tidy(slot)
         return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
 
     async def _abortable(self, work: Coroutine[Any, Any, T]) -> T:
-        slot = self.slot
         """Run `work` until it ends or the slot's attempt is stopped from outside."""
+        slot = self.slot
         task = asyncio.ensure_future(work)
         stopper = asyncio.ensure_future(slot.abort.wait())
         try:
@@ -160,9 +156,8 @@ class Attempt:
             # The bridge's own wait ends just after the deadline, so the deadline decides.
             result = await rt.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
         except JobFailure as failure:
-            if failure.job_code in PARKING_CODES:
-                reason, seconds = PARKING_CODES[failure.job_code]
-                slot.park(reason, seconds)
+            if failure.job_code in PARKING_CODES:  # the retry goes to another slot
+                slot.park(PARKING_CODES[failure.job_code])
                 await rt.beat()  # show the parked slot in /fleet now, not at the next beat
             elif failure.retryable:
                 slot.forget_tab()

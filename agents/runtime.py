@@ -86,7 +86,6 @@ class AgentRuntime:
         self._heartbeat: asyncio.Task[None] | None = None
         self.state = AgentState.STARTING
         self.started_at = time.time()
-        self.jobs_done = 0
         self.ready_after_s: float | None = None
         self.rss_bytes = 0
         self.pss_bytes = 0
@@ -144,6 +143,11 @@ class AgentRuntime:
             return True
         left: int = self.call(self.budget.remaining(slot.account), timeout=5)
         return left > 0
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs this agent has run to success."""
+        return sum(s.jobs_done for s in self.slots)
 
     @property
     def busy(self) -> int:
@@ -260,8 +264,10 @@ class AgentRuntime:
         """Publish the heartbeat now."""
         beat = self.heartbeat()
         if self.settings.account_budget_per_hour:
-            for info in beat.slots:  # an idle slot whose account used its hour is parked
-                if info.state is SlotState.IDLE and await self.budget.remaining(info.account) <= 0:
+            idle = [s for s in beat.slots if s.state is SlotState.IDLE]
+            spent = {a for a in {s.account for s in idle} if await self.budget.remaining(a) <= 0}
+            for info in idle:  # an idle slot whose account used its hour is parked
+                if info.account in spent:
                     info.state, info.parked_reason = SlotState.PARKED, "budget"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.AGENTS, {self.agent_id: beat.beat_at})
@@ -305,11 +311,11 @@ class AgentRuntime:
             slot.job_id = None
             slot.state = SlotState.DRAINING if self.draining else SlotState.IDLE
 
-    async def tidy(self, slot: Slot, *, reload: bool) -> None:
+    async def tidy(self, slot: Slot) -> None:
         """Free the slot page's memory of finished jobs (see `Slot.tidy`)."""
         assert self.browser is not None
         try:
-            await slot.tidy(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S, reload=reload)
+            await slot.tidy(self.browser.context, self.bridge, SLOT_OPEN_TIMEOUT_S)
         except Exception as exc:  # the next job reopens the slot
             log.warning("slot %s: tidying after a job failed: %s", slot.name, exc)
             slot.forget_tab()

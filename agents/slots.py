@@ -23,9 +23,11 @@ from semantest.fleet import SlotInfo, SlotState
 
 log = logging.getLogger(__name__)
 
-#: Addon states that make a slot unable to take jobs, and how long it stays parked before it
-#: looks again (seconds).
-PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 10.0, "busy": 5.0}
+#: Page states that make a slot unable to take jobs, and how long it stays parked before it
+#: looks again (seconds): someone must sign in; a provider's rate limit lasts a while.
+PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 30.0, "busy": 5.0}
+#: Addon error codes that say the page (not the job) is unusable, and the state they mean.
+PARKING_CODES = {"LOGGED_OUT": "logged-out", "RATE_LIMITED": "rate-limited"}
 #: Under sustained load (never idle), a slot's page is reloaded after this many jobs: it frees
 #: the raster tiles that grow with the conversation (~12 MB per slot after 7 sandbox jobs); the
 #: next job waits for the reload, so it is rare. An idle slot tidies itself (`tidy`).
@@ -88,11 +90,11 @@ class Slot:
             jobs_done=self.jobs_done,
         )
 
-    def park(self, reason: str, seconds: float) -> None:
-        """Stop taking jobs for `seconds` (then the next open looks at the page again)."""
+    def park(self, reason: str) -> None:
+        """Stop taking jobs for `PARK_FOR_S[reason]` (then the next open looks at the page)."""
         if self.parked_reason != reason:
             log.warning("slot %s parked: %s", self.name, reason)
-        self.parked_reason, self.parked_until = reason, time.monotonic() + seconds
+        self.parked_reason, self.parked_until = reason, time.monotonic() + PARK_FOR_S[reason]
         self.forget_tab()
 
     async def ready_tab(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> int:
@@ -129,16 +131,14 @@ class Slot:
             ) from None
         state = bridge.state.tabs[tab].state
         if state in PARK_FOR_S:
-            self.park(state, PARK_FOR_S[state])
+            self.park(state)
             raise SlotParked(f"slot {self.name}: the provider page is {state}", "SLOT_PARKED")
         self.tab_id = tab
         self.parked_reason = None
         log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
         return tab
 
-    async def tidy(
-        self, context: BrowserContext, bridge: BridgeServer, timeout: float, *, reload: bool
-    ) -> None:
+    async def tidy(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> None:
         """Let the page drop what it holds for finished jobs.
 
         A reload frees the raster tiles a growing conversation needs; a critical memory-pressure
@@ -148,9 +148,8 @@ class Slot:
         except the reload every `RELOAD_EVERY_JOBS` jobs, which bounds the growth under load.
         """
         self.untidy = False
-        if reload:
-            self.forget_tab()
-            await self.ready_tab(context, bridge, timeout)
+        self.forget_tab()
+        await self.ready_tab(context, bridge, timeout)
         if self.page is None or self.page.is_closed():
             return
         if self.cdp is None or self.cdp_page is not self.page:

@@ -114,7 +114,7 @@ class SlotWorker(SimpleWorker):
             if taken is not None:
                 return taken
             if self.slot.untidy:  # idle for a poll: a good moment to free the page's memory
-                self.runtime.call(self.runtime.tidy(self.slot, reload=True), timeout=60)
+                self.runtime.call(self.runtime.tidy(self.slot), timeout=60)
         return None
 
     def _take(self) -> tuple[Job, Queue] | None:
@@ -187,7 +187,6 @@ def run_agent(
         raise
     jobs.install(runtime)
     queue_names = [keys.queue_name(provider, p.value) for p in Priority]  # high lane first
-    workers: list[SlotWorker] = []
     threads: list[threading.Thread] = []
     for slot in runtime.slots:
         redis = sync_client(settings.redis_url)
@@ -199,7 +198,6 @@ def run_agent(
             runtime=runtime,
             slot=slot.index,
         )
-        workers.append(worker)
         threads.append(
             threading.Thread(target=_work, args=(worker,), name=f"slot-{slot.index}", daemon=True)
         )

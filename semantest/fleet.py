@@ -9,10 +9,13 @@ lost the leases of every job it was running.
 
 from __future__ import annotations
 
+import time
 from enum import Enum
 
 from pydantic import Field
+from redis.asyncio import Redis
 
+from semantest import keys
 from semantest.models import CamelModel
 
 
@@ -91,3 +94,25 @@ class AgentHeartbeat(CamelModel):
     def free(self) -> int:
         """Slots that would take a job now."""
         return sum(1 for s in self.slots if s.state is SlotState.IDLE)
+
+
+def text(value: object) -> str:
+    """A Redis reply (bytes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def heartbeat_records(redis: Redis) -> dict[str, bytes | str]:
+    """Agent id → raw heartbeat JSON of every live agent, by id.
+
+    Members of `keys.AGENTS` older than the lease are pruned first; an id whose heartbeat key
+    has expired meanwhile is left out. Callers parse the records as strictly as they need.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(keys.AGENTS, "-inf", time.time() - keys.LEASE_TTL_S)
+        pipe.zrange(keys.AGENTS, 0, -1)
+        _pruned, members = await pipe.execute()
+    ids = sorted(text(m) for m in members)
+    if not ids:
+        return {}
+    raws = await redis.mget([keys.agent(i) for i in ids])
+    return {agent_id: raw for agent_id, raw in zip(ids, raws, strict=True) if raw is not None}

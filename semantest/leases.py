@@ -31,7 +31,6 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -44,6 +43,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from semantest import attempts, keys
 from semantest.config import Settings
+from semantest.fleet import heartbeat_records, text
 from semantest.jobstore import JobStore, TerminalRecord
 from semantest.models import KNOWN_PROVIDERS, JobRecord, JobStatus, Priority
 
@@ -60,12 +60,6 @@ class Reaped:
     worker: str
     #: `retrying`, `failed`, or the record's final status when it was already final.
     status: str
-    delay_s: int = 0
-
-
-def text(value: object) -> str:
-    """A Redis reply (bytes) as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def agent_of(worker_name: str) -> tuple[str, str] | None:
@@ -78,15 +72,12 @@ def agent_of(worker_name: str) -> tuple[str, str] | None:
 
 
 async def live_boots(redis: Redis) -> dict[str, str]:
-    """Agent id → boot of every agent whose heartbeat has not expired."""
-    ids = [text(m) for m in await redis.zrange(keys.AGENTS, 0, -1)]
-    if not ids:
-        return {}
-    raws = await redis.mget([keys.agent(i) for i in ids])
+    """Agent id → boot of every agent whose heartbeat has not expired.
+
+    Only `boot` is read, so an agent of another version still holds its leases.
+    """
     live = {}
-    for agent_id, raw in zip(ids, raws, strict=True):
-        if raw is None:
-            continue
+    for agent_id, raw in (await heartbeat_records(redis)).items():
         try:
             live[agent_id] = str(json.loads(raw)["boot"])
         except (ValueError, KeyError, TypeError):
@@ -195,20 +186,17 @@ class Reaper:
             action = "fail"
         else:
             action = "drop"  # a live attempt holds the record; only RQ's stale entry goes
-        delay = decision.delay_s if decision else 0
-        await asyncio.to_thread(self._settle_rq, queue_name, job_id, execution_id, action, delay)
+        await asyncio.to_thread(self._settle_rq, queue_name, job_id, execution_id, action)
         log.warning(
             "job %s: agent of %s lost; %s",
             job_id,
             worker or "an expired execution",
-            f"retry in {decision.delay_s} s" if decision and decision.retry else status,
+            "back at the front of its queue" if action == "retry" else status,
         )
-        return Reaped(job_id, worker, status, decision.delay_s if decision else 0)
+        return Reaped(job_id, worker, status)
 
-    def _settle_rq(
-        self, queue_name: str, job_id: str, execution_id: str, action: str, delay_s: int
-    ) -> None:
-        """Make RQ agree with the record: `retry` (scheduled), `fail`, `finish` or `drop`."""
+    def _settle_rq(self, queue_name: str, job_id: str, execution_id: str, action: str) -> None:
+        """Make RQ agree with the record: `retry` (front of the queue), `fail`, `finish`, `drop`."""
         queue = Queue(queue_name, connection=self.redis_sync)
         registry = StartedJobRegistry(queue_name, connection=self.redis_sync)
         try:
@@ -218,13 +206,9 @@ class Reaper:
             return
         with self.redis_sync.pipeline() as pipe:
             pipe.zrem(registry.key, f"{job_id}:{execution_id}")
-            if action == "retry" and delay_s == 0:
+            if action == "retry":  # `decide(at_once=True)`: no back-off for a dead agent
                 job.set_status(RQStatus.QUEUED, pipeline=pipe)
                 queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-            elif action == "retry":
-                when = datetime.now(UTC) + timedelta(seconds=delay_s)
-                job.set_status(RQStatus.SCHEDULED, pipeline=pipe)
-                queue.schedule_job(job, when, pipeline=pipe)
             elif action == "finish":
                 job.set_status(RQStatus.FINISHED, pipeline=pipe)
             elif action == "fail":

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from controller.auth import CallerDep
 from controller.state import State
 from semantest import keys
-from semantest.fleet import AgentHeartbeat, AgentState, SlotState
+from semantest.fleet import AgentHeartbeat, AgentState, SlotState, heartbeat_records
 from semantest.models import KNOWN_PROVIDERS, CamelModel, Priority
 
 log = logging.getLogger(__name__)
@@ -118,19 +118,8 @@ class Pressure(CamelModel):
 
 async def live_agents(redis: Redis) -> list[AgentHeartbeat]:
     """Live agents' heartbeats, sorted by id; prunes stale `keys.AGENTS` members first."""
-    now = time.time()
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zremrangebyscore(keys.AGENTS, "-inf", now - keys.LEASE_TTL_S)
-        pipe.zrange(keys.AGENTS, 0, -1)
-        _pruned, members = await pipe.execute()
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    if not ids:
-        return []
-    raws = await redis.mget([keys.agent(i) for i in ids])
     agents = []
-    for agent_id, raw in zip(ids, raws, strict=True):
-        if raw is None:  # its lease expired, or it stopped between the two reads
-            continue
+    for agent_id, raw in (await heartbeat_records(redis)).items():
         try:
             agents.append(AgentHeartbeat.model_validate_json(raw))
         except ValidationError as exc:
@@ -144,7 +133,6 @@ async def live_agents(redis: Redis) -> list[AgentHeartbeat]:
                     exc.error_count(),
                     exc.errors(include_url=False)[0]["msg"],
                 )
-    agents.sort(key=lambda a: a.id)
     return agents
 
 
