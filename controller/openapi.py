@@ -37,7 +37,7 @@ class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `VALIDATION_ERROR`.")
     message: str
     details: list[dict[str, Any]] = Field(default_factory=list)
-    requestId: str | None = Field(default=None, description="Echoes `X-Request-ID`.")  # noqa: N815
+    requestId: str | None = Field(default=None, description="Echoes `X-Request-ID`.")
 
 
 class ErrorEnvelope(BaseModel):

@@ -16,8 +16,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-#: Providers this build can drive; the controller rejects anything else with 422.
-KNOWN_PROVIDERS = ("sandbox",)
+
+class Provider(str, Enum):
+    """Providers this build can drive (an addon each); the API rejects anything else with 422."""
+
+    SANDBOX = "sandbox"
+
+
+#: The provider names, in declaration order.
+KNOWN_PROVIDERS = tuple(p.value for p in Provider)
 
 
 class JobStatus(str, Enum):
@@ -75,13 +82,16 @@ class JobOptions(CamelModel):
     count: Annotated[int, Field(ge=1, le=4)] = 1
     style: Annotated[str, StringConstraints(max_length=100)] | None = None
     model: Annotated[str, StringConstraints(max_length=100)] | None = None
+    #: Answer from the result cache when the same tenant asked the same thing before (within
+    #: `SEMANTEST_RESULT_CACHE_TTL_S`), without a browser; the record says `cached: true`.
+    cache: bool = False
 
 
 class GenerateRequest(CamelModel):
     """Body of `POST /api/v1/images/generate`."""
 
     prompt: Prompt
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=50)] = "sandbox"
+    provider: Provider = Provider.SANDBOX
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
 
@@ -141,6 +151,14 @@ class JobRecord(CamelModel):
     webhook: str | None = None
     idempotency_key: str | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)
+    #: Answered from the result cache: no browser ran this job.
+    cached: bool = False
+    #: In a batch, the job whose run answers this one too (same prompt, provider and options).
+    same_as: str | None = None
+    #: Chat jobs: the session, whether the message asks for an image, and the provider's reply.
+    chat_id: str | None = None
+    generate_image: bool = True
+    reply: str | None = None
 
     def to_json(self) -> str:
         """The stored and served JSON form (camelCase)."""

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Request, Response, status
 from controller.auth import CallerDep
 from controller.queueing import enqueue
 from controller.state import State
-from semantest.errors import ImageNotFound, JobNotFound, ValidationError
-from semantest.models import KNOWN_PROVIDERS, GenerateAccepted, GenerateRequest, JobRecord
+from semantest.errors import ImageNotFound, JobNotFound
+from semantest.models import GenerateAccepted, GenerateRequest, JobRecord
 from semantest.storage import content_type_of, parse_key
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -22,14 +22,9 @@ router = APIRouter(prefix="/images", tags=["images"])
 )
 async def generate(body: GenerateRequest, caller: CallerDep, state: State) -> GenerateAccepted:
     """Queue one prompt; poll `statusUrl` for the result."""
-    if body.provider not in KNOWN_PROVIDERS:
-        raise ValidationError(
-            f"unknown provider {body.provider!r}",
-            [{"field": "provider", "reason": f"must be one of {list(KNOWN_PROVIDERS)}"}],
-        )
     record = JobRecord(
         tenant=caller.tenant,
-        provider=body.provider,
+        provider=body.provider.value,
         prompt=body.prompt,
         options=body.options,
         priority=body.priority,
