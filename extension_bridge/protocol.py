@@ -72,6 +72,17 @@ class AddonReady(Message):
     state: str = "ready"
 
 
+class ChatTurn(BaseModel):
+    """A `job.run` that is one message of a chat session rather than a one-off image prompt."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    chat_id: str
+    #: Start a fresh conversation in the tab first (the chat's first message); otherwise the
+    #: message continues the conversation the tab already shows.
+    new: bool
+
+
 class JobRun(Message):
     """Agent → extension: run one prompt with the addon in `tab_id`."""
 
@@ -83,6 +94,10 @@ class JobRun(Message):
     #: Milliseconds the addon has for this job (what is left of the attempt's deadline); the
     #: addon runtime hands it to the driver as `options.timeoutMs`.
     timeout_ms: Annotated[int, Field(ge=1)] | None = None
+    #: Set for a chat message: the addon types it into a conversation and reports the reply.
+    chat: ChatTurn | None = None
+    #: Whether the reply should carry an image (one-off image prompts always want one).
+    generate_image: bool = True
 
 
 class JobCancel(Message):
@@ -120,12 +135,13 @@ class CapturedImage(BaseModel):
 
 
 class JobResult(Message):
-    """Extension → agent: the job's images."""
+    """Extension → agent: the job's images, and the reply's text when the addon read it."""
 
     type: Literal["job.result"] = "job.result"
     tab_id: int | None = None
     job_id: str
-    images: list[CapturedImage]
+    images: list[CapturedImage] = Field(default_factory=list)
+    reply: str | None = None
 
 
 class JobErrorMessage(Message):

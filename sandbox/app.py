@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from sandbox.chat import Conversations, chat_reply, image_reply
 from sandbox.page import chat_page_html
 from sandbox.store import ImageStore
 
@@ -26,7 +27,6 @@ SESSION_COOKIE = "sandbox_session"
 IMAGE_SIZE = 512
 MAX_PROMPT_CHARS = 4000
 _DELTA_COUNT = 5
-_REPLY_PROMPT_CHARS = 120
 
 
 #: What each injectable fault looks like in the reply stream, worded as real providers word it.
@@ -46,9 +46,18 @@ class FaultsIn(BaseModel):
 
 
 class ConversationIn(BaseModel):
-    """Body of ``POST /api/conversation``."""
+    """Body of ``POST /api/conversation``.
+
+    Without ``conversationId`` the prompt is a one-off image request (the reply is
+    ``Here is an image of …``); with one, it is the next message of that conversation and the
+    reply depends on the messages before it. ``image: false`` asks for a text reply only.
+    """
 
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    conversation_id: Annotated[
+        str | None, Field(alias="conversationId", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ] = None
+    image: bool = True
 
 
 def latency_from_env() -> int:
@@ -66,11 +75,12 @@ def latency_from_env() -> int:
 
 
 def reply_chunks(prompt: str, count: int = _DELTA_COUNT) -> list[str]:
-    """Split the assistant's short reply into ``count`` non-empty-when-possible deltas."""
-    subject = " ".join(prompt.split())
-    if len(subject) > _REPLY_PROMPT_CHARS:
-        subject = subject[: _REPLY_PROMPT_CHARS - 1] + "…"
-    reply = f"Here is an image of {subject}."
+    """Split the reply to a one-off image prompt into ``count`` deltas (see `chunked`)."""
+    return chunked(image_reply(prompt), count)
+
+
+def chunked(reply: str, count: int = _DELTA_COUNT) -> list[str]:
+    """Split a reply into at most ``count`` non-empty-when-possible deltas."""
     step = -(-len(reply) // count)  # ceiling division keeps the chunk count at most `count`
     return [reply[i : i + step] for i in range(0, len(reply), step)]
 
@@ -108,6 +118,7 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
     if latency < 0:
         raise ValueError(f"latency_ms must be >= 0, got {latency}")
     store = ImageStore()
+    conversations = Conversations()
     faults: list[str] = []  # kinds of the next failing replies, oldest first
     app = FastAPI(title="Semantest sandbox provider", docs_url=None, redoc_url=None)
 
@@ -148,13 +159,18 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
 
     @app.post("/api/conversation", response_model=None)
     async def conversation(request: Request, body: ConversationIn) -> Response:
-        """Stream the reply as NDJSON: deltas, then the image line, then done."""
-        if not request.cookies.get(SESSION_COOKIE):
+        """Stream the reply as NDJSON: deltas, then the image line (when asked), then done."""
+        session = request.cookies.get(SESSION_COOKIE)
+        if not session:
             return _no_session()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        key = store.remember(body.prompt)
-        chunks = reply_chunks(body.prompt)
+        key = store.remember(body.prompt) if body.image else None
+        if body.conversation_id is None:
+            chunks = reply_chunks(body.prompt)
+        else:
+            turn = conversations.add(session, body.conversation_id, body.prompt)
+            chunks = chunked(chat_reply(turn, body.image))
         fault = faults.pop(0) if faults else None
 
         async def lines() -> AsyncIterator[bytes]:
@@ -170,14 +186,15 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
                     deadline = started + latency / 1000 * n / len(chunks)
                     await asyncio.sleep(max(0.0, deadline - loop.time()))
                 yield _ndjson({"type": "delta", "text": chunk})
-            yield _ndjson(
-                {
-                    "type": "image",
-                    "url": f"/img/{key}.png",
-                    "width": IMAGE_SIZE,
-                    "height": IMAGE_SIZE,
-                }
-            )
+            if key is not None:
+                yield _ndjson(
+                    {
+                        "type": "image",
+                        "url": f"/img/{key}.png",
+                        "width": IMAGE_SIZE,
+                        "height": IMAGE_SIZE,
+                    }
+                )
             yield _ndjson({"type": "done"})
 
         return StreamingResponse(

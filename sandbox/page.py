@@ -8,6 +8,10 @@ DOM contract relied on by the provider addons (keep the selectors exact):
   data-state=streaming|done|error, a .text child and, once generated, img.generated.
   #composer is a contenteditable textbox; #send (data-testid=send-button) is disabled while
   the composer is empty or a reply is streaming. Enter without Shift sends.
+  #new-chat (data-testid=new-chat) empties #thread and starts a new conversation (a new
+  conversation id, sent with every message); it is disabled while a reply is streaming.
+  #image-toggle (data-testid=image-toggle) is a toggle button: aria-pressed="true" (the
+  default) asks for an image with each reply, "false" for a text reply only.
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ _SCRIPT = r"""
   const thread = document.getElementById("thread");
   const composer = document.getElementById("composer");
   const send = document.getElementById("send");
+  const newChat = document.getElementById("new-chat");
+  const imageToggle = document.getElementById("image-toggle");
   let busy = false;
+  let conversationId = newConversationId();
+
+  function newConversationId() {
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
 
   function composerText() {
     return (composer.innerText || "").replace(/\u00a0/g, " ").trim();
@@ -28,6 +41,7 @@ _SCRIPT = r"""
 
   function refresh() {
     send.disabled = busy || composerText().length === 0;
+    newChat.disabled = busy;
   }
 
   // Attributes are set before insertion so observers never see a half-made turn.
@@ -81,7 +95,9 @@ _SCRIPT = r"""
       method: "POST",
       credentials: "same-origin",
       headers: {"Content-Type": "application/json", "Accept": "application/x-ndjson"},
-      body: JSON.stringify({prompt}),
+      body: JSON.stringify({
+        prompt, conversationId, image: imageToggle.getAttribute("aria-pressed") !== "false",
+      }),
     });
     if (!resp.ok) {
       let msg = "HTTP " + resp.status;
@@ -150,6 +166,16 @@ _SCRIPT = r"""
     document.execCommand("insertText", false, pasted);
   });
   send.addEventListener("click", () => { submit(); });
+  newChat.addEventListener("click", () => {
+    if (busy) return;
+    thread.replaceChildren();
+    conversationId = newConversationId();
+    composer.focus();
+  });
+  imageToggle.addEventListener("click", () => {
+    const on = imageToggle.getAttribute("aria-pressed") !== "false";
+    imageToggle.setAttribute("aria-pressed", on ? "false" : "true");
+  });
   refresh();
   composer.focus();
 })();
@@ -165,7 +191,11 @@ _HTML = """<!doctype html>
 <style>
   body { margin: 0; font: 15px/1.45 system-ui, sans-serif; background: #f6f6f4; color: #1b1b1b;
          display: flex; flex-direction: column; height: 100vh; }
-  header { padding: 10px 16px; font-weight: 600; border-bottom: 1px solid #ddd; }
+  header { padding: 10px 16px; font-weight: 600; border-bottom: 1px solid #ddd;
+           display: flex; justify-content: space-between; align-items: center; }
+  header button, #image-toggle { font: inherit; font-size: 13px; padding: 2px 10px;
+                                 border-radius: 8px; border: 1px solid #bbb; background: #fff; }
+  #image-toggle[aria-pressed=true] { background: #1b1b1b; color: #fff; }
   #thread { flex: 1; overflow-y: auto; padding: 16px; display: flex; flex-direction: column;
             gap: 12px; }
   .turn { max-width: 720px; padding: 10px 14px; border-radius: 12px; white-space: pre-wrap; }
@@ -185,12 +215,15 @@ _HTML = """<!doctype html>
 </style>
 </head>
 <body>
-<header>Sandbox image chat</header>
+<header><span>Sandbox image chat</span>
+  <button id="new-chat" type="button" data-testid="new-chat">New chat</button></header>
 <div id="thread" role="log" aria-live="polite"></div>
 <div class="composer-bar">
   <div id="composer" contenteditable="true" role="textbox" aria-label="Message"
        aria-multiline="true" data-placeholder="Describe an image"></div>
   <button id="send" type="button" data-testid="send-button" aria-label="Send" disabled>Send</button>
+  <button id="image-toggle" type="button" data-testid="image-toggle" aria-pressed="true"
+          title="Create an image with the reply">Image</button>
 </div>
 <script nonce="__SANDBOX_NONCE__">__SANDBOX_SCRIPT__</script>
 </body>

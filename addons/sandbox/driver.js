@@ -2,7 +2,12 @@
 // Page contract (sandbox/page.py): #thread > .turn[data-role=user|assistant],
 // assistant turns have data-state=streaming|done|error, a .text child and
 // img.generated once generated; #composer is a contenteditable textbox;
-// #send is disabled while the composer is empty or a reply is streaming.
+// #send is disabled while the composer is empty or a reply is streaming;
+// #new-chat empties the thread and starts a new conversation; #image-toggle
+// (aria-pressed) says whether replies carry an image.
+// A chat message (options.chat) starts a new conversation when options.chat.new,
+// else continues the one on screen; collect() reports the reply's text, and
+// waits for an image only when options.generateImage.
 // Waits use MutationObservers and load events, never polling.
 // Wrapped in a function so its names never clash with another addon in the same world.
 
@@ -82,10 +87,31 @@
     }
   }
 
-  async function submit(prompt, options, progress, signal) {
+  /** Empties the thread for a new conversation (the page's own "New chat"). */
+  function startConversation() {
+    const button = $("#new-chat");
+    if (!button) throw fail("PAGE_CHANGED", "no #new-chat on this page", true);
+    if (button.disabled) throw fail("ADDON_BUSY", "a reply is still streaming", true);
+    button.click(); // the page empties #thread synchronously
+    if (assistantTurns().length) throw fail("PAGE_CHANGED", "New chat did not empty the thread", true);
+  }
+
+  /** Presses or releases the page's image toggle so the reply does (not) carry an image. */
+  function wantImage(wanted) {
+    const toggle = $("#image-toggle");
+    if (!toggle) {
+      if (wanted) return; // a page without the toggle always answers with an image
+      throw fail("PAGE_CHANGED", "no #image-toggle on this page", true);
+    }
+    if ((toggle.getAttribute("aria-pressed") !== "false") !== wanted) toggle.click();
+  }
+
+  async function submit(prompt, options = {}, progress, signal) {
     const composer = $("#composer");
     const send = $("#send");
     if (!composer || !send) throw fail("PAGE_CHANGED", "no #composer or #send on this page", true);
+    if (options.chat?.new) startConversation();
+    wantImage(options.generateImage !== false);
     knownTurns = new Set(assistantTurns());
     typeInto(composer, prompt);
     await until(send, { attributes: true, attributeFilter: ["disabled"] }, () => !send.disabled,
@@ -125,13 +151,21 @@
     const turn = await until(thread, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"] },
       finished, timeoutMs, () => fail("PROVIDER_TIMEOUT", `no finished reply within ${timeoutMs} ms`, true), signal);
     if (turn.dataset.state === "error") throw classifyError(($(".text", turn)?.textContent || "").trim());
+    const reply = ($(".text", turn)?.textContent || "").trim();
+    if (options.generateImage === false) {
+      progress(80, "capturing");
+      return { reply, images: [] };
+    }
 
     await until(turn, { childList: true, subtree: true }, () => $("img.generated", turn),
       Math.min(IMAGE_APPEAR_GRACE_MS, deadline - Date.now()), () => fail("NO_IMAGE", "the reply has no image", false), signal);
     const images = await Promise.all([...turn.querySelectorAll("img.generated")].map((img) => loaded(img, deadline)));
     progress(80, "capturing");
-    return images.map((img) => ({ url: img.src, width: img.naturalWidth, height: img.naturalHeight }));
+    return {
+      reply,
+      images: images.map((img) => ({ url: img.src, width: img.naturalWidth, height: img.naturalHeight })),
+    };
   }
 
-  SemantestAddon.define({ id: "sandbox", version: "0.1.0", detectState, submit, collect });
+  SemantestAddon.define({ id: "sandbox", version: "0.2.0", chat: true, detectState, submit, collect });
 })();

@@ -1,13 +1,18 @@
 // Semantest addon runtime. Injected (USER_SCRIPT world) before every addon.
 // An addon calls SemantestAddon.define(driver) with
 //   {id, version, detectState(), submit(prompt, options, progress, signal),
-//    collect(progress, options, signal)}
+//    collect(progress, options, signal), chat?: true}
 // and the runtime does the rest: connects to the service worker, says
 // `addon.ready`, runs `job.run` messages through the driver and posts
 // `job.progress`, `job.result` or `job.error` back. `options.timeoutMs` is what
 // is left of the job's deadline; `signal` (an AbortSignal) fires on `job.cancel`,
 // and the runtime answers a canceled job with `job.error` CANCELED at once,
 // whether or not the driver listens to the signal.
+// `options.generateImage` says whether the reply should carry an image. A chat
+// message also has `options.chat = {chatId, new}`: `new` means start a fresh
+// conversation in the page first, otherwise continue the one on screen; only a
+// driver that declares `chat: true` gets chat messages. `collect` resolves with
+// the images (an array) or with `{images, reply}` (the reply's text).
 (() => {
   if (globalThis.SemantestAddon) return; // already injected by another addon on this page
 
@@ -94,7 +99,7 @@
       else if (message?.type === "job.cancel" && message.jobId === running) abort?.abort(message.reason);
     }
 
-    async function runJob({ jobId, prompt, options = {}, timeoutMs }) {
+    async function runJob({ jobId, prompt, options = {}, timeoutMs, chat = null, generateImage = true }) {
       const fail = (err) => post({
         type: "job.error",
         jobId,
@@ -105,13 +110,21 @@
       if (running) return fail(error("ADDON_BUSY", `job ${running} is still running in this tab`, true));
       const state = detectState();
       if (BLOCKING_STATES[state]) return fail(error(BLOCKING_STATES[state], `the page is ${state}`, true));
+      if (chat && driver.chat !== true) {
+        return fail(error("CHAT_UNSUPPORTED", `the ${driver.id} addon cannot hold a conversation`, false));
+      }
 
       running = jobId;
       abort = new AbortController();
       const { signal } = abort;
       const canceled = new Promise((_, reject) => signal.addEventListener("abort", () => reject(
         error("CANCELED", `job ${jobId} canceled: ${signal.reason || "canceled"}`, false)), { once: true }));
-      const driverOptions = timeoutMs > 0 ? { ...options, timeoutMs } : options;
+      const driverOptions = {
+        ...options,
+        ...(timeoutMs > 0 ? { timeoutMs } : {}),
+        generateImage: generateImage !== false,
+        ...(chat ? { chat: { chatId: chat.chatId, new: chat.new === true } } : {}),
+      };
       const progress = (percent, stage, message) => !signal.aborted && post({
         type: "job.progress",
         jobId,
@@ -121,12 +134,16 @@
       });
       try {
         progress(10, "typing");
-        const images = await Promise.race([canceled, (async () => {
+        const { images, reply } = await Promise.race([canceled, (async () => {
           await driver.submit(prompt, driverOptions, progress, signal);
           const found = await driver.collect(progress, driverOptions, signal);
-          return Promise.all((found || []).map(describeImage));
+          const result = Array.isArray(found) ? { images: found } : (found || {});
+          return {
+            images: await Promise.all((result.images || []).map(describeImage)),
+            reply: typeof result.reply === "string" ? result.reply : null,
+          };
         })()]);
-        post({ type: "job.result", jobId, images });
+        post({ type: "job.result", jobId, images, reply });
       } catch (err) {
         fail(err);
       } finally {

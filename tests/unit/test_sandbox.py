@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from sandbox.app import FAULT_MESSAGES, LATENCY_ENV, SESSION_COOKIE, create_app, reply_chunks
+from sandbox.chat import Conversations, Turn, chat_reply
 from sandbox.render import image_id, render_png
 
 PROMPT = "a red fox reading a newspaper on the moon"
@@ -188,3 +189,82 @@ async def test_injected_faults_fail_the_next_replies_then_clear(client: httpx.As
         assert all(e["type"] != "image" for e in events)
     assert (await client.get("/_sandbox/faults")).json() == {"pending": []}
     assert (await _converse(client, PROMPT))[-1] == {"type": "done"}
+
+
+async def _say(
+    client: httpx.AsyncClient, message: str, conversation: str, image: bool
+) -> tuple[str, list[dict[str, object]]]:
+    """One chat message: the reply text and the non-delta events."""
+    body = {"prompt": message, "conversationId": conversation, "image": image}
+    async with client.stream("POST", "/api/conversation", json=body) as response:
+        assert response.status_code == 200
+        events = [json.loads(line) async for line in response.aiter_lines() if line.strip()]
+    text = "".join(str(e["text"]) for e in events if e["type"] == "delta")
+    return text, [e for e in events if e["type"] != "delta"]
+
+
+@pytest.mark.unit
+async def test_a_conversation_numbers_its_replies_and_quotes_the_previous_message(
+    client: httpx.AsyncClient,
+) -> None:
+    await _session(client)
+    first, rest = await _say(client, "hello there", "c1", image=False)
+    assert first == "reply #1 to: hello there."
+    assert rest == [{"type": "done"}]  # no image asked, none sent
+    second, _ = await _say(client, "and  a   second", "c1", image=False)
+    assert second == "reply #2 to: and a second (after #1: hello there)."
+    # Another conversation of the same session starts again at #1.
+    other, _ = await _say(client, "fresh start", "c2", image=False)
+    assert other == "reply #1 to: fresh start."
+    third, _ = await _say(client, "third", "c1", image=False)
+    assert third == "reply #3 to: third (after #2: and a second)."
+
+
+@pytest.mark.unit
+async def test_conversations_belong_to_their_session() -> None:
+    app = create_app(latency_ms=0)
+    async with _client(app) as alice, _client(app) as bob:
+        await _session(alice)
+        await _session(bob)
+        await _say(alice, "alice's first", "same-id", image=False)
+        text, _ = await _say(bob, "bob's first", "same-id", image=False)
+    assert text == "reply #1 to: bob's first."
+
+
+@pytest.mark.unit
+async def test_a_chat_message_asking_for_an_image_gets_the_rendered_png(
+    client: httpx.AsyncClient,
+) -> None:
+    await _session(client)
+    await _say(client, "warm up", "c3", image=False)
+    text, rest = await _say(client, PROMPT, "c3", image=True)
+    assert text == f"reply #2 to: {PROMPT} (after #1: warm up). Here is an image of {PROMPT}."
+    image, done = rest
+    assert image["url"] == f"/img/{image_id(PROMPT)}.png" and done == {"type": "done"}
+    assert (await client.get(str(image["url"]))).content == render_png(PROMPT)
+
+
+@pytest.mark.unit
+async def test_conversation_id_is_validated(client: httpx.AsyncClient) -> None:
+    await _session(client)
+    body = {"prompt": "x", "conversationId": "no spaces allowed"}
+    response = await client.post("/api/conversation", json=body)
+    assert response.status_code == 422 and "conversationId" in response.text
+
+
+@pytest.mark.unit
+def test_chat_replies_cut_long_messages() -> None:
+    long = "z" * 4000
+    turn = Turn(number=9, message=long, previous=long)
+    reply = chat_reply(turn, image=True)
+    assert reply.startswith("reply #9 to: zzz") and "(after #8: zzz" in reply
+    assert len(reply) < 400
+
+
+@pytest.mark.unit
+def test_conversations_are_bounded() -> None:
+    seen = Conversations(max_conversations=2)
+    for conversation in ("a", "b", "c"):
+        seen.add("s", conversation, "m")
+    assert seen.add("s", "a", "again").number == 1  # "a" was the oldest: forgotten
+    assert seen.add("s", "c", "again") == Turn(2, "again", "m")
