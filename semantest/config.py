@@ -9,9 +9,9 @@ from __future__ import annotations
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where Debian and most distributions put Chromium; checked in this order.
@@ -133,6 +133,22 @@ class Settings(BaseSettings):
     pressure_resume_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.8
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    #: Where images are stored: `local` (files under <data>/images) or `s3` (boto3; credentials
+    #: come from boto3's own chain: AWS_* variables, shared config, instance role).
+    storage: Literal["local", "s3"] = "local"
+    #: S3 bucket, required with `storage=s3`.
+    s3_bucket: str | None = None
+    #: Key prefix inside the bucket (a folder; a trailing `/` is added).
+    s3_prefix: str = ""
+    #: S3-compatible endpoint (MinIO, R2, moto); unset: AWS.
+    s3_endpoint_url: str | None = None
+    #: Region of the bucket; unset: boto3's default chain.
+    s3_region: str | None = None
+    #: Seconds a presigned GET URL (what the controller redirects image GETs to) stays valid.
+    s3_presign_expiry_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 3600
+    #: Public base URL (a CDN in front of the bucket) image URLs in records point to:
+    #: `<cdn>/<prefix><key>`. Unset: the controller serves them.
+    cdn_base_url: str | None = None
     log_level: str = "INFO"
 
     @field_validator("redis_url")
@@ -141,6 +157,23 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @field_validator("cdn_base_url")
+    @classmethod
+    def _cdn_without_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("s3_bucket (SEMANTEST_S3_BUCKET) is required when storage is s3")
+        return self
 
     @property
     def controller_url(self) -> str:

@@ -1,8 +1,11 @@
-"""Image storage: content-addressed keys `<tenant>/<sha256>.<ext>` in a local folder.
+"""Image storage: content-addressed keys `<tenant>/<sha256>.<ext>`, local or S3 by settings.
 
 `LocalStorage` writes with aiofiles to a temporary name and renames, so a reader never sees a
-half-written file and a second write of the same bytes is a no-op. S3 (boto3) comes later
-behind the same `Storage` protocol.
+half-written file and a second write of the same bytes is a no-op. `S3Storage`
+(`semantest/storage_s3.py`) is the same `Storage` protocol over boto3;
+`storage_from_settings` picks one. Records keep only the key: where an image is downloaded
+from is decided when a record is served (`public_url`, `signed_url`), so moving storage
+never rewrites records. Imports nothing of ours beyond the kernel.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiofiles
 import aiofiles.os
 
 from semantest.errors import ImageNotFound, ValidationError
+
+if TYPE_CHECKING:
+    from semantest.config import Settings
 
 #: Content types we store, and the extension each gets.
 EXTENSIONS = {
@@ -71,11 +77,32 @@ def content_type_of(key: str) -> str:
 
 
 class Storage(Protocol):
-    """Where images go."""
+    """Where images go, and where a client downloads them from."""
 
-    async def put(self, tenant: str, data: bytes, content_type: str) -> StoredObject: ...
+    async def put(self, tenant: str, data: bytes, content_type: str) -> StoredObject:
+        """Store bytes under their content address; storing the same bytes again is a no-op."""
+        ...
 
-    async def get(self, key: str) -> bytes: ...
+    async def get(self, key: str) -> bytes:
+        """The bytes of a stored key; `ImageNotFound` when there are none."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """True when the key is stored."""
+        ...
+
+    def public_url(self, key: str) -> str | None:
+        """A URL anyone may download the image from (a CDN); None: the controller serves it."""
+        ...
+
+    async def signed_url(self, key: str) -> str | None:
+        """A short-lived direct download URL the controller redirects to; None: it serves the
+        bytes itself. `ImageNotFound` when the key is not stored."""
+        ...
+
+    async def check(self) -> str:
+        """Readiness: `ok`, or `error: <why>` (never a secret)."""
+        ...
 
 
 class LocalStorage:
@@ -110,6 +137,29 @@ class LocalStorage:
         except FileNotFoundError:
             raise ImageNotFound(f"no image {key!r}") from None
 
-    def exists(self, key: str) -> bool:
+    async def exists(self, key: str) -> bool:
         """True when the key is stored."""
-        return os.path.isfile(self.path_for(key))
+        return await aiofiles.os.path.isfile(self.path_for(key))
+
+    def public_url(self, key: str) -> str | None:
+        """Local files have no URL of their own: the controller serves them."""
+        return None
+
+    async def signed_url(self, key: str) -> str | None:
+        """Local files are served by the controller, never redirected."""
+        return None
+
+    async def check(self) -> str:
+        """`ok` when the root (or, before the first image, its parent) is writable."""
+        root = self.root if await aiofiles.os.path.exists(self.root) else self.root.parent
+        return "ok" if await aiofiles.os.access(root, os.W_OK) else "error: not writable"
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    """The storage the settings choose (`SEMANTEST_STORAGE`)."""
+    if settings.storage == "s3":
+        # Imported here so a local deployment never loads boto3 (~130 ms of every start).
+        from semantest.storage_s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.images_dir)

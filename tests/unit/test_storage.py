@@ -1,4 +1,4 @@
-"""Local content-addressed storage."""
+"""Local content-addressed storage, and how settings choose a storage."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError as SettingsError
 
+from semantest.config import Settings
 from semantest.errors import ImageNotFound, ValidationError
-from semantest.storage import LocalStorage, content_type_of, parse_key
+from semantest.storage import LocalStorage, content_type_of, parse_key, storage_from_settings
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +62,30 @@ def test_key_parts() -> None:
     key = "t1/" + "ab" * 32 + ".jpg"
     assert parse_key(key) == ("t1", "ab" * 32, "jpg")
     assert content_type_of(key) == "image/jpeg"
+
+
+async def test_local_serves_through_the_controller(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "images")
+    stored = await storage.put("acme", b"bytes", "image/png")
+    assert await storage.exists(stored.key)
+    assert not await storage.exists("acme/" + "0" * 64 + ".png")
+    assert storage.public_url(stored.key) is None and await storage.signed_url(stored.key) is None
+    assert await storage.check() == "ok"
+
+
+def test_settings_choose_local_by_default(tmp_path: Path) -> None:
+    storage = storage_from_settings(Settings(data_dir=tmp_path))
+    assert isinstance(storage, LocalStorage) and storage.root == tmp_path / "images"
+
+
+def test_s3_without_a_bucket_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="s3_bucket"):
+        Settings(storage="s3")
+
+
+def test_s3_prefix_is_a_folder_and_cdn_has_no_trailing_slash() -> None:
+    settings = Settings(
+        storage="s3", s3_bucket="b", s3_prefix="/imgs", cdn_base_url="https://cdn.example/"
+    )
+    assert settings.s3_prefix == "imgs/" and settings.cdn_base_url == "https://cdn.example"
+    assert Settings(s3_prefix="/").s3_prefix == ""
