@@ -1,0 +1,272 @@
+"""`semantest.AsyncClient`: the HTTP API as Python calls, over httpx (asyncio).
+
+    from semantest import AsyncClient
+
+    async with AsyncClient() as client:          # SEMANTEST_URL, SEMANTEST_API_KEY
+        job = await client.wait(await client.generate("a paper boat on a canal"))
+        png = await client.download(job.images[0])
+
+The same methods, results, errors and retries as `semantest.Client` (read its docstring);
+`jobs()` is an async iterator. Requests are built in `semantest.client_calls` and replies read
+in `semantest.client_replies`, shared by both clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import overload
+
+import httpx
+
+from semantest.client_calls import (
+    BatchAccepted,
+    BatchPrompt,
+    BatchSummary,
+    Call,
+    JobPage,
+    Options,
+    Target,
+    WaitTimeout,
+    auth_headers,
+    batch_call,
+    batch_status_call,
+    cancel_batch_call,
+    cancel_call,
+    connection,
+    finished,
+    generate_call,
+    image_request,
+    jobs_call,
+    poll_intervals,
+    status_call,
+    target_of,
+)
+from semantest.client_replies import (
+    M,
+    RetryPolicy,
+    check_image,
+    connection_failed,
+    error_from,
+    parse,
+)
+from semantest.errors import JobNotFound, NotFound
+from semantest.models import GenerateAccepted, ImageRecord, JobRecord, Priority, Provider
+
+OnUpdate = Callable[[JobRecord | BatchSummary], object]
+
+
+class AsyncClient:
+    """A client of one controller with one API key; `async with` it, or `await close()`.
+
+    `url` and `api_key` default to `SEMANTEST_URL` (else http://127.0.0.1:8000) and
+    `SEMANTEST_API_KEY`. `retries` bounds how often one call is repeated after 429/503 or a
+    lost connection; a `Retry-After` longer than `max_retry_wait` is not waited for (the error
+    is raised at once, with `retry_after_s`).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_retry_wait: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        base_url, key = connection(url, api_key)
+        self.policy = RetryPolicy(retries=retries, max_wait_s=max_retry_wait)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=auth_headers(key), timeout=timeout, transport=transport
+        )
+
+    @property
+    def url(self) -> str:
+        """The controller's base URL."""
+        return str(self._http.base_url).rstrip("/")
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        provider: Provider | str = Provider.SANDBOX,
+        options: Options | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+    ) -> GenerateAccepted:
+        """Queue one prompt; `wait()` on the answer for the finished job."""
+        call = generate_call(
+            prompt,
+            provider=provider,
+            options=options,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+        return await self._read(GenerateAccepted, call)
+
+    async def batch(
+        self,
+        prompts: Sequence[BatchPrompt],
+        *,
+        provider: Provider | str | None = None,
+        options: Options | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+    ) -> BatchAccepted:
+        """Queue 1 to 100 prompts as one batch; each is a string or `{"prompt", "provider"?,
+        "options"?}`, and `provider`/`options` are the defaults of every prompt."""
+        call = batch_call(
+            prompts,
+            provider=provider,
+            options=options,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+        return await self._read(BatchAccepted, call)
+
+    async def status(self, job_id: str) -> JobRecord:
+        """The job's record now."""
+        return await self._read(JobRecord, status_call(job_id))
+
+    async def batch_status(self, batch_id: str) -> BatchSummary:
+        """The batch now: counts by status, progress, its jobs."""
+        return await self._read(BatchSummary, batch_status_call(batch_id))
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job; `Conflict` when it had already finished."""
+        return await self._read(JobRecord, cancel_call(job_id))
+
+    async def cancel_batch(self, batch_id: str) -> BatchSummary:
+        """Cancel every job of the batch that has not finished."""
+        return await self._read(BatchSummary, cancel_batch_call(batch_id))
+
+    async def jobs(
+        self,
+        *,
+        status: str | None = None,
+        batch_id: str | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[JobRecord]:
+        """The caller's jobs, newest first, fetched a page at a time as you iterate; at most
+        `limit` of them (all when None)."""
+        cursor: str | None = None
+        left = limit
+        while left is None or left > 0:
+            size = page_size if left is None else min(page_size, left)
+            call = jobs_call(status=status, batch_id=batch_id, page_size=size, cursor=cursor)
+            page = await self._read(JobPage, call)
+            records = page.jobs if left is None else page.jobs[:left]
+            for record in records:
+                yield record
+            if left is not None:
+                left -= len(records)
+            cursor = page.next_cursor
+            if cursor is None or not page.jobs:
+                return
+
+    @overload
+    async def wait(
+        self,
+        target: GenerateAccepted | JobRecord,
+        *,
+        timeout: float = ...,
+        on_update: OnUpdate | None = ...,
+    ) -> JobRecord: ...
+
+    @overload
+    async def wait(
+        self,
+        target: BatchAccepted | BatchSummary,
+        *,
+        timeout: float = ...,
+        on_update: OnUpdate | None = ...,
+    ) -> BatchSummary: ...
+
+    @overload
+    async def wait(
+        self, target: str, *, timeout: float = ..., on_update: OnUpdate | None = ...
+    ) -> JobRecord | BatchSummary: ...
+
+    async def wait(
+        self, target: Target, *, timeout: float = 600.0, on_update: OnUpdate | None = None
+    ) -> JobRecord | BatchSummary:
+        """Poll until the job (or every job of the batch) is final, and return it.
+
+        `target` is what `generate`/`batch` answered, a record, or an id (a job id is tried
+        first, then a batch id). `on_update` sees every read. `WaitTimeout` after `timeout`
+        seconds, with the last read in `.last`.
+        """
+        kind, ident = target_of(target)
+        deadline = time.monotonic() + timeout
+        for pause in poll_intervals():
+            kind, current = await self._current(kind, ident)
+            if on_update is not None:
+                on_update(current)
+            if finished(current):
+                return current
+            if time.monotonic() + pause > deadline:
+                raise WaitTimeout(f"{kind} {ident} not finished after {timeout:g} s", current)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable: poll_intervals never ends")
+
+    async def download(self, image: ImageRecord | str) -> bytes:
+        """The bytes of a stored image (checked against the record's sha256)."""
+        url, sha256 = image_request(image)
+        response = await self._send(Call("GET", url, headers={"Accept": "*/*"}))
+        return check_image(response.content, sha256)
+
+    # --- transport --------------------------------------------------------------------------
+
+    async def _current(self, kind: str | None, ident: str) -> tuple[str, JobRecord | BatchSummary]:
+        if kind == "batch":
+            return kind, await self.batch_status(ident)
+        if kind == "job":
+            return kind, await self.status(ident)
+        try:
+            return "job", await self.status(ident)
+        except NotFound:
+            pass
+        try:
+            return "batch", await self.batch_status(ident)
+        except NotFound:
+            raise JobNotFound(f"no job or batch {ident!r}") from None
+
+    async def _read(self, model: type[M], call: Call) -> M:
+        return parse(model, await self._send(call))
+
+    async def _send(self, call: Call) -> httpx.Response:
+        """Send `call`, retrying as `self.policy` allows; the reply, or the error it means."""
+        attempt = 0
+        while True:
+            delay: float | None
+            try:
+                response = await self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
+                )
+            except httpx.TransportError as exc:
+                delay = self.policy.after_transport_error(call, exc, attempt)
+                if delay is None:
+                    raise connection_failed(self._http.base_url, exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                delay = self.policy.after_reply(response, attempt)
+                if delay is None:
+                    raise error_from(response)
+            attempt += 1
+            await asyncio.sleep(delay)

@@ -1,0 +1,246 @@
+"""What the SDK sends, shared by `Client` and `AsyncClient`.
+
+Each SDK method becomes a `Call` (method, path, body, and whether repeating it after a dropped
+connection is safe), built here; both clients send it the same way and read the reply with
+`semantest.client_replies`, so the sync and async clients differ only in `await`. Also here:
+where the controller is (`connection`) and what `wait` polls and when it stops.
+
+Imports pydantic and the kernel's models; never httpx's transport, rich or typer.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from semantest.models import (
+    CamelModel,
+    GenerateAccepted,
+    ImageRecord,
+    JobOptions,
+    JobRecord,
+    Priority,
+    Provider,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+API = "/api/v1"
+
+#: What `generate` and `batch` accept as options: the model, or the same fields as a mapping
+#: (camelCase or snake_case). The server validates them; the client sends them as they are.
+Options = JobOptions | Mapping[str, Any]
+#: One prompt of a batch: its text, or `{"prompt", "provider"?, "options"?}`.
+BatchPrompt = str | Mapping[str, Any]
+
+
+class BatchAccepted(CamelModel):
+    """Answer to an accepted batch (202). Until `semantest.models` has it."""
+
+    batch_id: str
+    job_ids: list[str]
+    status_url: str
+
+
+class BatchSummary(CamelModel):
+    """`GET /batches/{batchId}`. Until `semantest.models` has it."""
+
+    batch_id: str
+    status: str
+    total: int
+    counts: dict[str, int]
+    progress: int
+    done: bool
+    created_at: float
+    jobs: list[JobRecord]
+
+
+class JobPage(CamelModel):
+    """`GET /jobs`. Until `semantest.models` has it."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = None
+
+
+class WaitTimeout(TimeoutError):
+    """`wait` gave up before the job or batch finished; `last` is what was seen last."""
+
+    def __init__(self, message: str, last: JobRecord | BatchSummary) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+def connection(url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """The controller URL and API key: the explicit ones, else `SEMANTEST_URL` (default
+    http://127.0.0.1:8000) and `SEMANTEST_API_KEY` (else `SEMANTEST_ADMIN_KEY`, the key
+    `semantest up` runs with, as `semantest fleet` does)."""
+    url = url or os.environ.get("SEMANTEST_URL") or DEFAULT_URL
+    key = api_key or os.environ.get("SEMANTEST_API_KEY") or os.environ.get("SEMANTEST_ADMIN_KEY")
+    return url.rstrip("/"), key or None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """Headers every request carries."""
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request of the SDK.
+
+    `replayable` says whether sending it again after the connection dropped mid-request is
+    safe: reads are, and so are submissions, which always carry an `Idempotency-Key` (the
+    server answers a repeated key with the first job). A cancel is not: a repeat after a cancel
+    that went through answers 409.
+    """
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, str | int] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    replayable: bool = True
+
+
+def _value(choice: Provider | Priority | str) -> str:
+    return choice.value if isinstance(choice, Provider | Priority) else choice
+
+
+def _options(options: Options | None) -> dict[str, Any] | None:
+    if options is None:
+        return None
+    if isinstance(options, JobOptions):
+        return options.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return dict(options)
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    # One key per call, made here when the caller gave none, so the call's retries are safe.
+    return {"Idempotency-Key": key or uuid.uuid4().hex}
+
+
+def generate_call(
+    prompt: str,
+    *,
+    provider: Provider | str,
+    options: Options | None,
+    priority: Priority | str,
+    idempotency_key: str | None,
+) -> Call:
+    """`POST /images/generate`."""
+    body: dict[str, Any] = {"prompt": prompt, "provider": _value(provider)}
+    body["priority"] = _value(priority)
+    if (opts := _options(options)) is not None:
+        body["options"] = opts
+    return Call("POST", f"{API}/images/generate", body, headers=_idempotency(idempotency_key))
+
+
+def batch_call(
+    prompts: Sequence[BatchPrompt],
+    *,
+    provider: Provider | str | None,
+    options: Options | None,
+    priority: Priority | str,
+    idempotency_key: str | None,
+) -> Call:
+    """`POST /images/batch`: `provider` and `options` are defaults for every prompt."""
+    items: list[Any] = []
+    for item in prompts:
+        if isinstance(item, str):
+            items.append(item)
+        else:
+            entry = dict(item)
+            if "provider" in entry:
+                entry["provider"] = _value(entry["provider"])
+            if "options" in entry:
+                entry["options"] = _options(entry["options"])
+            items.append(entry)
+    body: dict[str, Any] = {"prompts": items, "priority": _value(priority)}
+    if provider is not None:
+        body["provider"] = _value(provider)
+    if (opts := _options(options)) is not None:
+        body["options"] = opts
+    return Call("POST", f"{API}/images/batch", body, headers=_idempotency(idempotency_key))
+
+
+def status_call(job_id: str) -> Call:
+    """`GET /images/status/{jobId}`."""
+    return Call("GET", f"{API}/images/status/{_segment(job_id)}")
+
+
+def batch_status_call(batch_id: str) -> Call:
+    """`GET /batches/{batchId}`."""
+    return Call("GET", f"{API}/batches/{_segment(batch_id)}")
+
+
+def cancel_call(job_id: str) -> Call:
+    """`POST /jobs/{jobId}/cancel`."""
+    return Call("POST", f"{API}/jobs/{_segment(job_id)}/cancel", replayable=False)
+
+
+def cancel_batch_call(batch_id: str) -> Call:
+    """`POST /batches/{batchId}/cancel`: cancelling a batch twice is harmless."""
+    return Call("POST", f"{API}/batches/{_segment(batch_id)}/cancel")
+
+
+def jobs_call(
+    *, status: str | None, batch_id: str | None, page_size: int, cursor: str | None
+) -> Call:
+    """`GET /jobs`, one page, newest first."""
+    params: dict[str, str | int] = {"limit": page_size}
+    if status is not None:
+        params["status"] = status
+    if batch_id is not None:
+        params["batchId"] = batch_id
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", f"{API}/jobs", params=params)
+
+
+def _segment(ident: str) -> str:
+    """An id as one path segment: an id with a slash must not reach another route."""
+    return urllib.parse.quote(ident, safe="")
+
+
+# --- waiting --------------------------------------------------------------------------------
+
+Target = str | GenerateAccepted | JobRecord | BatchAccepted | BatchSummary
+
+
+def target_of(target: Target) -> tuple[str | None, str]:
+    """(`"job"` | `"batch"` | None when only an id is known, the id)."""
+    if isinstance(target, GenerateAccepted):
+        return "job", target.job_id
+    if isinstance(target, JobRecord):
+        return "job", target.id
+    if isinstance(target, BatchAccepted | BatchSummary):
+        return "batch", target.batch_id
+    return None, target
+
+
+def finished(current: JobRecord | BatchSummary) -> bool:
+    """True when the job or every job of the batch reached a final status."""
+    if isinstance(current, JobRecord):
+        return current.status.terminal
+    return current.done
+
+
+def poll_intervals(first_s: float = 0.1, longest_s: float = 2.0) -> Iterator[float]:
+    """Pauses between status reads: quick at first, then every `longest_s`."""
+    interval = first_s
+    while True:
+        yield interval
+        interval = min(longest_s, interval * 1.5)
+
+
+def image_request(image: ImageRecord | str) -> tuple[str, str | None]:
+    """Where to download an image (its record's `url`, else its key's route) and its sha256."""
+    if isinstance(image, str):
+        return image, None
+    return image.url or f"{API}/images/{image.key}", image.sha256

@@ -1,0 +1,220 @@
+"""`semantest.Client` and `semantest.AsyncClient` against the real stack (controller, Redis,
+an agent with Chromium and the extension, the sandbox provider).
+
+The retry tests run against `ScriptedServer`, a tiny HTTP server on loopback that answers what
+each test scripts (503 + Retry-After, then 202; a dropped connection), because a real
+controller cannot be told to refuse exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.server
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import semantest
+from sandbox.render import render_png
+from semantest.client_replies import ConnectionFailed
+from semantest.errors import (
+    JobNotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+from semantest.models import JobRecord, JobStatus
+from semantest.stack import Stack, free_port
+from tests.conftest import ADMIN_KEY
+
+pytestmark = pytest.mark.e2e
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def sdk(stack: Stack) -> Iterator[semantest.Client]:
+    with semantest.Client(stack.url, ADMIN_KEY) as client:
+        yield client
+
+
+def test_generate_wait_download_gives_the_sandbox_bytes(sdk: semantest.Client) -> None:
+    prompt = f"an sdk lighthouse {uuid.uuid4().hex[:8]}"
+    accepted = sdk.generate(prompt, options={"size": "512x512"})
+    assert accepted.status is JobStatus.QUEUED and accepted.status_url.endswith(accepted.job_id)
+    seen: list[JobStatus] = []
+    record = sdk.wait(accepted, timeout=60, on_update=lambda r: seen.append(r.status))
+    assert isinstance(record, JobRecord) and record.status is JobStatus.SUCCEEDED, record.error
+    assert seen[-1] is JobStatus.SUCCEEDED
+    (image,) = record.images
+    assert image.sha256 == sha(render_png(prompt))
+    assert sha(sdk.download(image)) == image.sha256
+    assert sdk.status(accepted.job_id).images == record.images
+
+
+def test_url_and_key_come_from_the_environment(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEMANTEST_URL", stack.url)
+    monkeypatch.setenv("SEMANTEST_API_KEY", ADMIN_KEY)
+    with semantest.Client() as client:
+        assert client.url == stack.url
+        record = client.wait(client.generate("from the environment").job_id, timeout=60)
+    assert isinstance(record, JobRecord) and record.status is JobStatus.SUCCEEDED
+
+
+async def test_async_client_runs_jobs_concurrently(stack: Stack) -> None:
+    prompts = [f"async tile {i} {uuid.uuid4().hex[:6]}" for i in range(3)]
+    async with semantest.AsyncClient(stack.url, ADMIN_KEY) as client:
+        accepted = await asyncio.gather(*(client.generate(p) for p in prompts))
+        records = await asyncio.gather(*(client.wait(a, timeout=60) for a in accepted))
+        for prompt, record in zip(prompts, records, strict=True):
+            assert record.status is JobStatus.SUCCEEDED, record.error
+            data = await client.download(record.images[0])
+            assert data == render_png(prompt)
+
+
+def test_validation_errors_name_the_field(sdk: semantest.Client) -> None:
+    with pytest.raises(ValidationError) as empty:
+        sdk.generate("   ")
+    assert [d["field"] for d in empty.value.details] == ["prompt"]
+    with pytest.raises(ValidationError) as count:
+        sdk.generate("four is the most", options={"count": 9})
+    assert "options.count" in {d["field"] for d in count.value.details}
+    with pytest.raises(ValidationError) as provider:
+        sdk.generate("somewhere else", provider="nowhere")
+    assert "provider" in {d["field"] for d in provider.value.details}
+    assert any(n.startswith("request id: ") for n in provider.value.__notes__)
+
+
+def test_error_codes_become_their_classes(stack: Stack, sdk: semantest.Client) -> None:
+    with semantest.Client(stack.url, "sk_not_a_key") as stranger, pytest.raises(Unauthorized):
+        stranger.status("whatever")
+    with pytest.raises(JobNotFound):
+        sdk.status(uuid.uuid4().hex)
+    with pytest.raises(JobNotFound):
+        sdk.wait(uuid.uuid4().hex, timeout=5)
+    started = time.monotonic()
+    with (
+        semantest.Client(f"http://127.0.0.1:{free_port()}", ADMIN_KEY, retries=1) as nobody,
+        pytest.raises(ConnectionFailed, match="cannot reach the controller"),
+    ):
+        nobody.status("whatever")
+    assert time.monotonic() - started < 5
+
+
+# --- retries, against a scripted server -------------------------------------------------------
+
+ACCEPTED = {"jobId": "j1", "status": "queued", "statusUrl": "http://x/api/v1/images/status/j1"}
+
+
+@dataclass
+class ScriptedServer:
+    """Answers request n with `script[n]`: (status, headers, body) or "drop" (close the
+    connection without answering); records every request's method, path and headers."""
+
+    script: list[Any]
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    url: str = ""
+
+    def __enter__(self) -> ScriptedServer:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                server.requests.append((self.command, self.path, dict(self.headers)))
+                step = server.script[min(len(server.requests), len(server.script)) - 1]
+                if step == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                status, headers, body = step
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def envelope(code: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": code.lower(), "details": [], "requestId": "r1"}}
+
+
+def test_503_is_retried_after_retry_after_with_the_same_idempotency_key() -> None:
+    script = [(503, {"Retry-After": "1"}, envelope("UNAVAILABLE")), (202, {}, ACCEPTED)]
+    with ScriptedServer(script) as server, semantest.Client(server.url, "k") as client:
+        started = time.monotonic()
+        accepted = client.generate("patience")
+        elapsed = time.monotonic() - started
+    assert accepted.job_id == "j1" and 1.0 <= elapsed < 3
+    keys = [headers["Idempotency-Key"] for _m, _p, headers in server.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) >= 16
+
+
+def test_429_retries_are_bounded_and_a_long_wait_is_not_slept() -> None:
+    refusal = (429, {"Retry-After": "0"}, envelope("RATE_LIMITED"))
+    with ScriptedServer([refusal]) as server, semantest.Client(server.url, retries=2) as client:
+        with pytest.raises(RateLimited) as limited:
+            client.status("j1")
+        assert len(server.requests) == 3 and limited.value.retry_after_s == 0
+    long = (503, {"Retry-After": "120"}, envelope("UNAVAILABLE"))
+    with ScriptedServer([long]) as server, semantest.Client(server.url) as client:
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as busy:
+            client.generate("later")
+        assert time.monotonic() - started < 1 and busy.value.retry_after_s == 120
+        assert len(server.requests) == 1
+
+
+def test_a_dropped_connection_is_retried_only_when_replaying_is_safe() -> None:
+    record = JobRecord(id="j1", tenant="t", provider="sandbox", prompt="p").to_json()
+    with ScriptedServer(["drop", (200, {}, json.loads(record))]) as server:
+        with semantest.Client(server.url) as client:
+            assert client.status("j1").id == "j1"  # a read: sent again
+        assert len(server.requests) == 2
+    with ScriptedServer(["drop", (200, {}, json.loads(record))]) as server:
+        with semantest.Client(server.url) as client, pytest.raises(ConnectionFailed):
+            client.cancel("j1")  # a cancel that may have gone through: not sent again
+        assert len(server.requests) == 1
+    with ScriptedServer(["drop", (202, {}, ACCEPTED)]) as server:
+        with semantest.Client(server.url) as client:
+            assert client.generate("safe to repeat").job_id == "j1"  # idempotency key
+        assert len(server.requests) == 2
+
+
+async def test_async_client_retries_the_same_way() -> None:
+    script = [(503, {"Retry-After": "1"}, envelope("UNAVAILABLE")), (202, {}, ACCEPTED)]
+    with ScriptedServer(script) as server:
+        async with semantest.AsyncClient(server.url, "k") as client:
+            started = time.monotonic()
+            accepted = await client.generate("patience")
+        assert accepted.job_id == "j1" and time.monotonic() - started >= 1.0
+    assert len(server.requests) == 2
