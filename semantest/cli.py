@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from semantest.cli_jobs import register as register_job_commands
 from semantest.config import Settings
 from semantest.stack import Stack, StackError
 
@@ -151,6 +152,9 @@ def login_desk(
     signal.signal(signal.SIGTERM, forward)
     raise typer.Exit(child.wait())
 
+
+# submit, batch, status, wait, cancel (semantest/cli_jobs.py)
+register_job_commands(app)
 
 if __name__ == "__main__":
     app()
