@@ -35,9 +35,9 @@ from semantest.client_calls import (
     cancel_batch_call,
     cancel_call,
     connection,
+    download_call,
     finished,
     generate_call,
-    image_request,
     jobs_call,
     poll_intervals,
     status_call,
@@ -226,9 +226,8 @@ class AsyncClient:
 
     async def download(self, image: ImageRecord | str) -> bytes:
         """The bytes of a stored image (checked against the record's sha256)."""
-        url, sha256 = image_request(image)
-        response = await self._send(Call("GET", url, headers={"Accept": "*/*"}))
-        return check_image(response.content, sha256)
+        response = await self._send(download_call(image, self._http.base_url))
+        return check_image(response.content, None if isinstance(image, str) else image.sha256)
 
     # --- transport --------------------------------------------------------------------------
 
@@ -246,6 +245,14 @@ class AsyncClient:
         except NotFound:
             raise JobNotFound(f"no job or batch {ident!r}") from None
 
+    def _request(self, call: Call) -> httpx.Request:
+        request = self._http.build_request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
+        )
+        if not call.credentials:
+            request.headers.pop("Authorization", None)
+        return request
+
     async def _read(self, model: type[M], call: Call) -> M:
         return parse(model, await self._send(call))
 
@@ -255,8 +262,8 @@ class AsyncClient:
         while True:
             delay: float | None
             try:
-                response = await self._http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
+                response = await self._http.send(
+                    self._request(call), follow_redirects=call.follow_redirects
                 )
             except httpx.TransportError as exc:
                 delay = self.policy.after_transport_error(call, exc, attempt)

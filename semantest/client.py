@@ -38,9 +38,9 @@ from semantest.client_calls import (
     cancel_batch_call,
     cancel_call,
     connection,
+    download_call,
     finished,
     generate_call,
-    image_request,
     jobs_call,
     poll_intervals,
     status_call,
@@ -228,9 +228,8 @@ class Client:
 
     def download(self, image: ImageRecord | str) -> bytes:
         """The bytes of a stored image (checked against the record's sha256)."""
-        url, sha256 = image_request(image)
-        response = self._send(Call("GET", url, headers={"Accept": "*/*"}))
-        return check_image(response.content, sha256)
+        response = self._send(download_call(image, self._http.base_url))
+        return check_image(response.content, None if isinstance(image, str) else image.sha256)
 
     # --- transport --------------------------------------------------------------------------
 
@@ -248,6 +247,14 @@ class Client:
         except NotFound:
             raise JobNotFound(f"no job or batch {ident!r}") from None
 
+    def _request(self, call: Call) -> httpx.Request:
+        request = self._http.build_request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
+        )
+        if not call.credentials:
+            request.headers.pop("Authorization", None)
+        return request
+
     def _read(self, model: type[M], call: Call) -> M:
         return parse(model, self._send(call))
 
@@ -257,8 +264,8 @@ class Client:
         while True:
             delay: float | None
             try:
-                response = self._http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
+                response = self._http.send(
+                    self._request(call), follow_redirects=call.follow_redirects
                 )
             except httpx.TransportError as exc:
                 delay = self.policy.after_transport_error(call, exc, attempt)

@@ -5,7 +5,7 @@ connection is safe), built here; both clients send it the same way and read the 
 `semantest.client_replies`, so the sync and async clients differ only in `await`. Also here:
 where the controller is (`connection`) and what `wait` polls and when it stops.
 
-Imports pydantic and the kernel's models; never httpx's transport, rich or typer.
+Imports httpx (URLs only), pydantic and the kernel's models; never rich or typer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from semantest.models import (
     CamelModel,
@@ -97,7 +99,8 @@ class Call:
     `replayable` says whether sending it again after the connection dropped mid-request is
     safe: reads are, and so are submissions, which always carry an `Idempotency-Key` (the
     server answers a repeated key with the first job). A cancel is not: a repeat after a cancel
-    that went through answers 409.
+    that went through answers 409. `credentials` is False for a URL outside the controller
+    (an image on a CDN), which must never see the API key.
     """
 
     method: str
@@ -106,6 +109,8 @@ class Call:
     params: Mapping[str, str | int] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     replayable: bool = True
+    credentials: bool = True
+    follow_redirects: bool = False
 
 
 def _value(choice: Provider | Priority | str) -> str:
@@ -239,8 +244,18 @@ def poll_intervals(first_s: float = 0.1, longest_s: float = 2.0) -> Iterator[flo
         interval = min(longest_s, interval * 1.5)
 
 
-def image_request(image: ImageRecord | str) -> tuple[str, str | None]:
-    """Where to download an image (its record's `url`, else its key's route) and its sha256."""
+def download_call(image: ImageRecord | str, base_url: httpx.URL) -> Call:
+    """`GET` of an image: its record's `url` (else its key's route on the controller), with
+    the API key only when that is the controller; redirects (to a presigned URL) are followed,
+    and httpx drops the key when one leaves the controller's origin."""
     if isinstance(image, str):
-        return image, None
-    return image.url or f"{API}/images/{image.key}", image.sha256
+        url = image
+    else:
+        url = image.url or f"{API}/images/{urllib.parse.quote(image.key)}"
+    target = base_url.join(url)
+    ours = (target.scheme, target.host, target.port) == (
+        base_url.scheme,
+        base_url.host,
+        base_url.port,
+    )
+    return Call("GET", url, headers={"Accept": "*/*"}, credentials=ours, follow_redirects=True)

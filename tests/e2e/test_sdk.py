@@ -23,7 +23,7 @@ import pytest
 
 import semantest
 from sandbox.render import render_png
-from semantest.client_replies import ConnectionFailed
+from semantest.client_replies import ConnectionFailed, ImageMismatch
 from semantest.errors import (
     JobNotFound,
     RateLimited,
@@ -31,7 +31,7 @@ from semantest.errors import (
     Unavailable,
     ValidationError,
 )
-from semantest.models import JobRecord, JobStatus
+from semantest.models import ImageRecord, JobRecord, JobStatus
 from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
 
@@ -120,8 +120,8 @@ ACCEPTED = {"jobId": "j1", "status": "queued", "statusUrl": "http://x/api/v1/ima
 
 @dataclass
 class ScriptedServer:
-    """Answers request n with `script[n]`: (status, headers, body) or "drop" (close the
-    connection without answering); records every request's method, path and headers."""
+    """Answers request n with `script[n]`: (status, headers, JSON or bytes) or "drop" (close
+    the connection without answering); records every request's method, path and headers."""
 
     script: list[Any]
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -141,9 +141,10 @@ class ScriptedServer:
                     self.connection.shutdown(2)
                     return
                 status, headers, body = step
-                raw = json.dumps(body).encode()
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                kind = "image/png" if isinstance(body, bytes) else "application/json"
                 self.send_response(status)
-                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                for name, value in {**headers, "Content-Type": kind}.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
@@ -218,3 +219,22 @@ async def test_async_client_retries_the_same_way() -> None:
             accepted = await client.generate("patience")
         assert accepted.job_id == "j1" and time.monotonic() - started >= 1.0
     assert len(server.requests) == 2
+
+
+def test_an_image_off_the_controller_never_sees_the_key() -> None:
+    png = render_png("served by a cdn")
+    with ScriptedServer([(200, {}, png), (200, {}, b"other bytes")]) as cdn:
+        image = ImageRecord(
+            url=f"{cdn.url}/admin/{sha(png)}.png",
+            key=f"admin/{sha(png)}.png",
+            sha256=sha(png),
+            width=512,
+            height=512,
+            content_type="image/png",
+            bytes=len(png),
+        )
+        with semantest.Client(f"http://127.0.0.1:{free_port()}", "sk_secret") as client:
+            assert client.download(image) == png
+            with pytest.raises(ImageMismatch):
+                client.download(image)
+    assert all("authorization" not in {h.lower() for h in r[2]} for r in cdn.requests)
