@@ -1,8 +1,12 @@
 """Exception handlers: every error leaves the controller in the one error envelope.
 
 `SemantestError` subclasses carry their own code and status; FastAPI's request validation
-errors become `VALIDATION_ERROR` with one detail per field; anything unexpected becomes a 500
+errors become `VALIDATION_ERROR` with one detail per field (a body that is not JSON, or not
+sent as JSON, is the field `body`); Starlette's `HTTPException`s (no route, wrong method, a body
+FastAPI could not read) are mapped to a code of the contract; anything unexpected becomes a 500
 envelope without internals (the traceback goes to the log, with the request id).
+
+Must not import `controller.openapi` (it documents what this module answers).
 """
 
 from __future__ import annotations
@@ -15,9 +19,44 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from semantest.errors import NotFound, SemantestError, ValidationError
+from semantest.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    SemantestError,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
+
+
+class MethodNotAllowed(SemantestError):
+    """The path exists but not with this method; the answer's `Allow` lists the ones it takes.
+
+    Lives here, not in `semantest.errors`: only HTTP routing can raise it.
+    """
+
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+
+
+#: What a Starlette/FastAPI `HTTPException` answers, by its status. Any other 4xx is a
+#: validation error (422) and any other status an internal error (500): never a code outside the
+#: contract.
+_BY_STATUS: dict[int, type[SemantestError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: RateLimited,
+    503: Unavailable,
+}
 
 
 def request_id(request: Request) -> str | None:
@@ -30,6 +69,58 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     """`("body", "options", "count")` → `"options.count"`; the whole body → `"body"`."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or (str(loc[0]) if loc else "body")
+
+
+def json_position(doc: str | bytes, pos: int) -> str:
+    """`line L, column C` of character `pos` in `doc` (both from 1)."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+#: pydantic's error types for "the body is JSON, but not an object".
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
+
+
+def is_json(request: Request) -> bool:
+    """Whether the request says its body is JSON (`application/json` or `application/*+json`)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def detail_of(error: dict[str, Any], body: Any, request: Request) -> dict[str, str]:
+    """One pydantic/FastAPI error as `{"field", "reason"}`."""
+    loc = tuple(error["loc"])
+    if error["type"] == "json_invalid":
+        # FastAPI puts the character offset where the field would be: say where JSON breaks.
+        reason = f"not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}"
+        if len(loc) > 1 and isinstance(loc[1], int) and isinstance(body, str | bytes):
+            reason += f" at {json_position(body, loc[1])}"
+        return {"field": "body", "reason": reason}
+    if loc == ("body",) and error["type"] != "missing":
+        if not is_json(request):
+            sent = request.headers.get("content-type") or "no Content-Type"
+            reason = f"send a JSON object with Content-Type: application/json (got {sent})"
+            return {"field": "body", "reason": reason}
+        if error["type"] in _NOT_AN_OBJECT:
+            return {"field": "body", "reason": f"expected a JSON object, got {json_type(body)}"}
+    return {"field": field_name(loc), "reason": str(error["msg"])}
 
 
 def error_response(exc: SemantestError, request: Request) -> JSONResponse:
@@ -46,25 +137,49 @@ async def on_semantest_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [{"field": field_name(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+    details = [detail_of(e, exc.body, request) for e in exc.errors()]
     fields = ", ".join(dict.fromkeys(d["field"] for d in details))
     return error_response(ValidationError(f"invalid request: {fields}", details), request)
 
 
+def unreadable_body(exc: HTTPException) -> ValidationError:
+    """FastAPI's 400 "error parsing the body": say why, as the field `body`."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"not valid JSON: not UTF-8 text (byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        reason = "not valid JSON: nested too deeply"
+    elif isinstance(cause, ValueError):
+        reason = f"not valid JSON: {cause}"
+    else:
+        reason = f"could not read the body ({exc.detail})"
+    return ValidationError("invalid request: body", [{"field": "body", "reason": reason}])
+
+
+def from_http_exception(exc: HTTPException, request: Request) -> SemantestError:
+    """The contract's error for a Starlette/FastAPI `HTTPException`."""
+    where = f"{request.method} {request.url.path}"
+    cls = _BY_STATUS.get(exc.status_code)
+    if cls is NotFound:
+        return NotFound(f"no route {where}")
+    if cls is MethodNotAllowed:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return MethodNotAllowed(f"{where} is not allowed (allowed: {allowed})")
+    if cls is not None:
+        return cls(str(exc.detail))
+    if exc.status_code == 400:
+        return unreadable_body(exc)
+    if 400 < exc.status_code < 500:
+        return ValidationError(f"invalid request: {exc.detail}")
+    log.error("HTTP %s from %s (request %s): %s", exc.status_code, where, request_id(request), exc)
+    return SemantestError("internal error")
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return error_response(NotFound(f"no route {request.method} {request.url.path}"), request)
-    code = "METHOD_NOT_ALLOWED" if exc.status_code == 405 else "HTTP_ERROR"
-    body: dict[str, Any] = {
-        "error": {
-            "code": code,
-            "message": str(exc.detail),
-            "details": [],
-            "requestId": request_id(request),
-        }
-    }
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    err = from_http_exception(exc, request)
+    headers = {**err.headers(), **(exc.headers or {})}
+    return JSONResponse(err.envelope(request_id(request)), status_code=err.status, headers=headers)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
