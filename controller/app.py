@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
-from controller import handlers
+from controller import handlers, openapi
 from controller.middleware import RequestContext
 from controller.routes import addons, fleet, health, images
 from controller.scheduler import RetryScheduler
@@ -64,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)
+    openapi.install(app)
     app.add_middleware(RequestContext)
     return app
