@@ -13,10 +13,78 @@ from fastapi import APIRouter, Query, Request, Response
 
 from addons.registry import Addon
 from controller.auth import AddonCallerDep
+from controller.openapi import responses, success
 from controller.state import State
 from semantest.errors import AddonNotFound
 
 router = APIRouter(prefix="/addons", tags=["addons"])
+
+#: `/openapi.json` examples: the sandbox addon as this build serves it.
+_ETAG = '"2cf87e9c351718de5eb83cf2429595c7f6053f3e37095286007dec99ef61455b"'
+_INTEGRITY = "sha384-UEwkd93Jyb3EpVUZ0e4n9g/+89r3l0cXqCbUwlLFV8zRmUbp4jmQmApBrt0mEU2Q"
+_INDEX_EXAMPLE = {
+    "addons": [
+        {
+            "id": "sandbox",
+            "name": "Sandbox image chat",
+            "version": "0.1.0",
+            "matches": ["http://127.0.0.1/chat*", "http://localhost/chat*"],
+            "excludeMatches": [],
+            "world": "USER_SCRIPT",
+            "runAt": "document_idle",
+            "channel": "stable",
+            "etag": _ETAG,
+            "integrity": _INTEGRITY,
+            "url": "/api/v1/addons/sandbox",
+        }
+    ]
+}
+_SOURCE_HEADERS = {
+    name: {"description": description, "required": True, "schema": {"type": "string"}}
+    for name, description in (
+        ("ETag", "Strong: the sha256 of the source."),
+        ("Last-Modified", "When the source file last changed."),
+        ("Cache-Control", "`no-cache`: cache, but revalidate."),
+        ("X-Addon-Version", "The manifest's version."),
+        ("X-Addon-Integrity", "Subresource-integrity hash of the source."),
+    )
+}
+_SOURCE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The addon's JavaScript.",
+        "headers": _SOURCE_HEADERS,
+        "content": {
+            "text/javascript": {
+                "schema": {"type": "string"},
+                "example": "export default { async detectState() { return 'ready' } /* ... */ }",
+            }
+        },
+    },
+    304: {
+        "description": "`If-None-Match` (or else `If-Modified-Since`) matched: not modified.",
+        "headers": _SOURCE_HEADERS,
+    },
+}
+_CONDITIONAL_HEADERS = {
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "example": _ETAG,
+            "description": "ETags the caller holds (`*` matches any); decides when present.",
+        },
+        {
+            "name": "If-Modified-Since",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "example": "Wed, 25 Nov 2026 14:37:13 GMT",
+            "description": "An HTTP date; used only without `If-None-Match`.",
+        },
+    ]
+}
 
 
 def describe(addon: Addon) -> dict[str, Any]:
@@ -37,7 +105,7 @@ def describe(addon: Addon) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=success(200, _INDEX_EXAMPLE, description="Every addon."))
 async def index(_caller: AddonCallerDep, state: State) -> dict[str, list[dict[str, Any]]]:
     """Every addon: ids, versions, match patterns, hashes."""
     return {"addons": [describe(a) for a in state.registry.all()]}
@@ -58,7 +126,12 @@ def not_modified(request: Request, addon: Addon) -> bool:
     return False
 
 
-@router.get("/{addon_id}", response_class=Response)
+@router.get(
+    "/{addon_id}",
+    response_class=Response,
+    responses=_SOURCE_RESPONSES | responses(404, example_code="ADDON_NOT_FOUND"),
+    openapi_extra=_CONDITIONAL_HEADERS,
+)
 async def source(
     addon_id: str,
     request: Request,

@@ -22,9 +22,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from controller.auth import CallerDep
+from controller.openapi import success
 from controller.state import State
 from semantest import keys
-from semantest.fleet import AgentHeartbeat, AgentState, SlotState, heartbeat_records
+from semantest.fleet import (
+    AddonInUse,
+    AgentHeartbeat,
+    AgentState,
+    SlotInfo,
+    SlotState,
+    heartbeat_records,
+)
 from semantest.models import KNOWN_PROVIDERS, CamelModel, Priority
 
 log = logging.getLogger(__name__)
@@ -116,6 +124,65 @@ class Pressure(CamelModel):
     date: float = Field(description="When this was read (unix seconds).")
 
 
+#: `/openapi.json` examples, built from the models so they always validate.
+_AGENT_EXAMPLE = AgentHeartbeat(
+    id="agent-1",
+    boot="5f0c9a1e",
+    host="worker-a",
+    pid=4242,
+    state=AgentState.READY,
+    providers=["sandbox"],
+    slots=[
+        SlotInfo(
+            index=0,
+            name="agent-1/0",
+            provider="sandbox",
+            account="sandbox-1",
+            state=SlotState.BUSY,
+            job_id="0123abcd",
+            jobs_done=12,
+        ),
+        SlotInfo(
+            index=1,
+            name="agent-1/1",
+            provider="sandbox",
+            account="sandbox-2",
+            state=SlotState.PARKED,
+            parked_reason="logged-out",
+            jobs_done=3,
+        ),
+    ],
+    started_at=1764081000.0,
+    beat_at=1764081600.0,
+    ready_after_s=0.82,
+    jobs_done=15,
+    rss_bytes=612_000_000,
+    pss_bytes=523_000_000,
+    extension_version="0.1.0",
+    addons=[AddonInUse(id="sandbox", version="0.1.0")],
+)
+_FLEET_EXAMPLE = Fleet(
+    agents=[_AGENT_EXAMPLE],
+    totals=FleetTotals(agents=1, slots=2, busy=1, idle=0, parked=1, draining=0),
+    at=1764081600.5,
+).model_dump(mode="json", by_alias=True)
+_PRESSURE_EXAMPLE = Pressure(
+    is_available=True,
+    reason="ok",
+    message="3 job(s) queued for 4 slot(s); limit 80",
+    slots=4,
+    free_slots=1,
+    busy=3,
+    parked=0,
+    agents=1,
+    queued=3,
+    queued_by_lane={"sandbox.high": 0, "sandbox.normal": 3, "sandbox.low": 0},
+    max_queued=80,
+    resume_at=64,
+    date=1764081600.5,
+).model_dump(mode="json", by_alias=True)
+
+
 async def live_agents(redis: Redis) -> list[AgentHeartbeat]:
     """Live agents' heartbeats, sorted by id; prunes stale `keys.AGENTS` members first."""
     agents = []
@@ -149,14 +216,24 @@ def totals_of(agents: list[AgentHeartbeat]) -> FleetTotals:
     )
 
 
-@router.get("/fleet", response_model=Fleet, response_model_by_alias=True)
+@router.get(
+    "/fleet",
+    response_model=Fleet,
+    response_model_by_alias=True,
+    responses=success(200, _FLEET_EXAMPLE, description="Live agents and totals."),
+)
 async def fleet(_caller: CallerDep, state: State) -> Fleet:
     """Every live agent with its slots (state, job, parked reason, account), and totals."""
     agents = await live_agents(state.redis)
     return Fleet(agents=agents, totals=totals_of(agents), at=time.time())
 
 
-@router.get("/pressure", response_model=Pressure, response_model_by_alias=True)
+@router.get(
+    "/pressure",
+    response_model=Pressure,
+    response_model_by_alias=True,
+    responses=success(200, _PRESSURE_EXAMPLE, description="Always 200; `isAvailable` answers."),
+)
 async def pressure(state: State) -> Pressure:
     """Can this deployment take more work now? Always 200; `isAvailable` answers.
 

@@ -10,14 +10,44 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from controller.openapi import success
 from controller.state import State
 from semantest import keys
 from semantest.models import KNOWN_PROVIDERS, Priority
 
 router = APIRouter(tags=["health"])
 
+#: What `/health` answers, both when ready (200) and when not (503).
+_HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status", "redis", "storage"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "redis": {"type": "string", "description": "`ok` or `error: <exception>`."},
+        "queues": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "Jobs waiting per queue (absent when Redis is down).",
+        },
+        "agents": {"type": "integer", "description": "Live agents (absent when Redis is down)."},
+        "storage": {"type": "string", "description": "`ok` or `error: <why>`."},
+    },
+}
+_READY = {
+    "status": "ok",
+    "redis": "ok",
+    "queues": {"semantest.sandbox.high": 0, "semantest.sandbox.normal": 3},
+    "agents": 2,
+    "storage": "ok",
+}
+_DEGRADED = {"status": "degraded", "redis": "error: ConnectionError", "storage": "ok"}
 
-@router.get("/health")
+
+@router.get(
+    "/health",
+    responses=success(200, _READY, description="Ready.", schema=_HEALTH_SCHEMA)
+    | success(503, _DEGRADED, description="Not ready; the same body.", schema=_HEALTH_SCHEMA),
+)
 async def health(state: State) -> JSONResponse:
     """200 when the controller can take and serve jobs, 503 (same body) when it cannot."""
     checks: dict[str, Any] = {}
