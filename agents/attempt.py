@@ -6,6 +6,11 @@ fenced by the attempt's lease token, so an attempt that lost its lease (its agen
 dead) can never overwrite the one that replaced it. A deadline that passes, or a stop from
 outside (drain, stale lease, page crash), cancels the attempt on the agent loop, tells the addon
 `job.cancel`, and frees the slot.
+
+A chat message (`record.chat_id`) runs in its chat's own tab (`agents/chat_tabs.py`) and
+records the reply's text; it wants an image only when `record.generate_image`. A failed
+follow-up is never retried (its conversation lives in this tab only, and a retry would type the
+message twice), and a draining agent fails it instead of giving it back.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import aiofiles
 import aiofiles.os
 
-from agents import capture
-from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, Slot
-from extension_bridge.protocol import JobProgress, JobRun
+from agents import capture, chat_tabs
+from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, ChatTab, Slot
+from extension_bridge.protocol import ChatTurn, JobProgress, JobRun
 from semantest import attempts
+from semantest.chats import SLOT_GONE
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.jobstore import StaleLease, TerminalRecord
 from semantest.models import ImageRecord, JobRecord, JobStatus, Stage
@@ -65,21 +71,40 @@ class Attempt:
     ) -> None:
         self.runtime, self.slot, self.record = runtime, slot, record
         self.lease, self.deadline = lease, deadline
+        #: A chat message: whether it is the chat's first, its tab and turn, once known (see
+        #: `agents/chat_tabs.py`).
+        self.first_message: bool | None = None
+        self.chat_tab: ChatTab | None = None
+        self.turn: ChatTurn | None = None
+
+    @property
+    def follow_up(self) -> bool:
+        """A chat message after the first: it can only run in its chat's tab."""
+        return self.first_message is False
 
     async def run(self) -> Outcome:
         """Run the attempt under its deadline and record how it ended."""
+        try:
+            return await self._run()
+        finally:
+            if self.chat_tab is not None:
+                self.chat_tab.busy = False
+
+    async def _run(self) -> Outcome:
         record, slot, deadline = self.record, self.slot, self.deadline
         job_id, lease, rt = record.id, self.lease, self.runtime
         timer = asyncio.timeout_at(deadline)
         try:
             async with timer:
-                images = await self._abortable(self._work())
+                images, reply = await self._abortable(self._work())
         except (StaleLease, TerminalRecord):
             return Outcome("skipped", job_id)
         except Aborted as stop:
             await self._cancel_in_tab(stop.reason)
             if stop.kind == "stale":
                 return Outcome("skipped", job_id)
+            if stop.kind == "drain" and self.follow_up:  # its tab closes with the browser
+                return await self._failed(JobFailure(SLOT_GONE, "AGENT_LOST"))
             if stop.kind == "drain":
                 return await self._give_back(stop.reason)
             return await self._failed(RetryableFailure(stop.reason, "AGENT_ERROR"))
@@ -100,13 +125,17 @@ class Attempt:
         def succeed(r: JobRecord) -> None:
             r.status, r.progress, r.stage = JobStatus.SUCCEEDED, 100, Stage.DONE
             r.images, r.error, r.finished_at, r.lease = images, None, time.time(), None
+            r.reply = reply
 
         try:
             await rt.jobs.update(job_id, succeed, lease=lease)
         except (StaleLease, TerminalRecord):  # another attempt or a cancel got there first
             return Outcome("skipped", job_id)
         slot.jobs_done += 1
-        slot.untidy = True
+        if record.chat_id is not None:
+            await chat_tabs.turn_answered(rt, record)
+            return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
+        slot.untidy = True  # chat tabs are never tidied: their conversation must stay
         if slot.jobs_done % RELOAD_EVERY_JOBS == 0:  # bounded growth under sustained load
             await rt.tidy(slot)
         return Outcome("succeeded", job_id, detail={"images": [i.sha256 for i in images]})
@@ -128,14 +157,24 @@ class Attempt:
             raise Aborted(slot.abort_kind, slot.abort_reason)
         return task.result()
 
-    async def _work(self) -> list[ImageRecord]:
-        """Open the slot, run the prompt through its addon, fetch and store the images."""
+    async def _work(self) -> tuple[list[ImageRecord], str | None]:
+        """Open the slot (or the chat's tab), run the prompt through its addon, fetch and store
+        the images; the images and, for a chat message, the reply's text."""
         rt, record, slot, deadline = self.runtime, self.record, self.slot, self.deadline
         assert rt.browser is not None
         loop = asyncio.get_running_loop()
         await self._progress(5, Stage.OPENING, JobStatus.RUNNING)
         open_within = min(SLOT_OPEN_TIMEOUT_S, max(1.0, deadline - loop.time()))
-        tab = await slot.ready_tab(rt.browser.context, rt.bridge, open_within)
+        if record.chat_id is not None:
+            chat = await chat_tabs.chat_of(rt, record)
+            self.first_message = chat.first_job_id == record.id
+            worker = self.lease.rpartition("#")[0]
+            self.chat_tab, self.turn = await chat_tabs.tab_for(
+                rt, slot, record, chat, worker, open_within
+            )
+            tab = self.chat_tab.tab_id
+        else:
+            tab = await slot.ready_tab(rt.browser.context, rt.bridge, open_within)
 
         async def on_progress(msg: JobProgress) -> None:
             stage = Stage(msg.stage) if msg.stage in Stage._value2member_map_ else Stage.WAITING
@@ -151,6 +190,8 @@ class Attempt:
             prompt=record.prompt,
             options=record.options.model_dump(by_alias=True, exclude_none=True),
             timeout_ms=max(1, left_ms),
+            chat=self.turn,
+            generate_image=record.generate_image,
         )
         try:
             # The bridge's own wait ends just after the deadline, so the deadline decides.
@@ -159,11 +200,14 @@ class Attempt:
             if failure.job_code in PARKING_CODES:  # the retry goes to another slot
                 slot.park(PARKING_CODES[failure.job_code])
                 await rt.beat()  # show the parked slot in /fleet now, not at the next beat
-            elif failure.retryable:
+            elif failure.retryable and self.chat_tab is None:
                 slot.forget_tab()
             raise
-        if not result.images:
+        reply = result.reply if record.chat_id is not None else None
+        if record.generate_image and not result.images:
             raise GenerationFailed("the provider answered without an image")
+        if not result.images and not (reply or "").strip():
+            raise GenerationFailed("the provider answered with nothing")
         await self._progress(90, Stage.STORING)
         stored = []
         for image in result.images:
@@ -180,7 +224,7 @@ class Attempt:
                     source_url=image.url,
                 )
             )
-        return stored
+        return stored, reply
 
     async def _progress(self, progress: int, stage: Stage, status: JobStatus | None = None) -> None:
         def change(r: JobRecord) -> None:
@@ -191,7 +235,14 @@ class Attempt:
         await self.runtime.jobs.update(self.record.id, change, lease=self.lease)
 
     async def _cancel_in_tab(self, reason: str) -> None:
-        """Tell the addon to stop, and reload the page before the slot's next job."""
+        """Tell the addon to stop, and reload the page before the slot's next job.
+
+        A chat's tab is not reloaded (that would end its conversation): a follow-up typed while
+        the stopped reply still streams fails with `ADDON_BUSY`.
+        """
+        if self.chat_tab is not None:
+            await self.runtime.bridge.cancel_job(self.chat_tab.tab_id, self.record.id, reason)
+            return
         if self.slot.tab_id is not None:
             await self.runtime.bridge.cancel_job(self.slot.tab_id, self.record.id, reason)
         self.slot.forget_tab()
@@ -202,8 +253,12 @@ class Attempt:
         artifacts = await self._evidence()
         decided: list[attempts.Decision] = []
 
+        # A follow-up's conversation is in this slot's tab only, and the provider may have seen
+        # the message already: another attempt could not help.
+        retryable = failure.retryable and not self.follow_up
+
         def fail(r: JobRecord) -> None:
-            decision = attempts.decide(r, failure.retryable, settings)
+            decision = attempts.decide(r, retryable, settings)
             attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
             decided.append(decision)
 
@@ -237,8 +292,11 @@ class Attempt:
         return Outcome("retry", record.id, delay_s=0)
 
     async def _evidence(self) -> dict[str, str]:
-        """Screenshot and DOM of the slot's page, kept next to the images."""
-        page, job_id = self.slot.page, self.record.id
+        """Screenshot and DOM of the slot's page (or chat tab), kept next to the images."""
+        page = self.chat_tab.page if self.chat_tab is not None else self.slot.page
+        job_id = self.record.id
+        if self.record.chat_id is not None and self.chat_tab is None:
+            return {}  # failed before reaching its chat's tab: no page shows anything of it
         if page is None or page.is_closed():
             return {}
         folder: Path = self.runtime.settings.data_dir / "artifacts" / job_id

@@ -21,6 +21,7 @@ import psutil
 from playwright.async_api import Playwright
 from redis.asyncio import Redis
 
+from agents import chat_tabs
 from agents.attempt import SLOT_OPEN_TIMEOUT_S, Attempt, Outcome
 from agents.browser import ExtensionBrowser, launch
 from agents.early import AgentLoop
@@ -216,6 +217,8 @@ class AgentRuntime:
         with contextlib.suppress(Exception):
             await self.redis.zrem(keys.AGENTS, self.agent_id)
             await self.redis.delete(keys.agent(self.agent_id))
+        with contextlib.suppress(Exception):  # else the lease reaper returns them
+            await chat_tabs.return_follow_ups(self)
         self._closing = True  # closing on purpose is not a crash
         if self.browser:
             with contextlib.suppress(Exception):
@@ -236,6 +239,10 @@ class AgentRuntime:
                 await self.beat()
             except Exception:
                 log.exception("heartbeat failed")
+            try:
+                await chat_tabs.close_ended(self)
+            except Exception:
+                log.exception("closing ended chats failed")
 
     def heartbeat(self) -> AgentHeartbeat:
         """What this agent says about itself now."""

@@ -5,6 +5,10 @@ fragment (`#semantest-slot=<name>.<nonce>`) and waiting for the addon whose `add
 exactly that URL. So a slot only ever adopts the tab it opened — never another slot's tab, never
 a stray page — and it reads the addon's `detectState()` from that message: a page that is not
 `ready` (logged out, rate-limited) parks the slot with that reason instead of taking jobs.
+
+Besides its page for one-off jobs, a slot keeps one tab per open chat session (`ChatTab`,
+at most `MAX_CHATS_PER_SLOT`): a conversation lives in its own tab, so tidying or reloading the
+slot's page never touches it, and the slot keeps taking other jobs while chats are open.
 """
 
 from __future__ import annotations
@@ -32,10 +36,33 @@ PARKING_CODES = {"LOGGED_OUT": "logged-out", "RATE_LIMITED": "rate-limited"}
 #: the raster tiles that grow with the conversation (~12 MB per slot after 7 sandbox jobs); the
 #: next job waits for the reload, so it is rare. An idle slot tidies itself (`tidy`).
 RELOAD_EVERY_JOBS = 25
+#: Chat tabs one slot keeps open; opening one more closes the least recently used (its chat
+#: ends early). A sandbox chat tab costs ~15 MB; idle chats close after `chat_idle_s`.
+MAX_CHATS_PER_SLOT = 4
 
 
 class SlotParked(RetryableFailure):
     """The slot's page cannot take jobs now (logged out, rate-limited); retry elsewhere."""
+
+
+@dataclass
+class ChatTab:
+    """The tab holding one chat session's conversation."""
+
+    chat_id: str
+    page: Page
+    tab_id: int
+    marker: str
+    #: `time.monotonic()` of its last message, for least-recently-used eviction.
+    last_used: float = field(default_factory=time.monotonic)
+    #: A message of this chat is running in the tab.
+    busy: bool = False
+    crashed: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """The tab (and its conversation) is lost."""
+        return self.crashed or self.page.is_closed()
 
 
 @dataclass
@@ -65,6 +92,8 @@ class Slot:
     cdp_page: Page | None = None
     #: Jobs ran since the page was last tidied.
     untidy: bool = False
+    #: Open chat sessions' tabs, by chat id.
+    chats: dict[str, ChatTab] = field(default_factory=dict)
 
     def stop_attempt(self, kind: str, reason: str) -> None:
         """Abort the running attempt (no-op when idle)."""
@@ -113,14 +142,24 @@ class Slot:
             bridge.state.tabs.pop(self.tab_id, None)
         self.tab_id = None
         self.marker = f"#semantest-slot={self.name}.{secrets.token_hex(4)}"
-        if self.page.url.split("#", 1)[0] == self.start_url:
+        tab = await self._announce(self.page, self.marker, bridge, timeout)
+        self.tab_id = tab
+        self.parked_reason = None
+        log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
+        return tab
+
+    async def _announce(self, page: Page, marker: str, bridge: BridgeServer, timeout: float) -> int:
+        """Load the start URL with `marker` in `page` and wait for its addon; its tab id.
+
+        Parks the slot (and raises `SlotParked`) when the page says it cannot take jobs.
+        """
+        if page.url.split("#", 1)[0] == self.start_url:
             # Only the fragment would change: a same-document navigation that does not reload
             # the page (nor re-inject the addon). Set the new marker, then reload.
-            await self.page.evaluate("marker => { location.hash = marker; }", self.marker)
-            await self.page.reload(wait_until="domcontentloaded")
+            await page.evaluate("marker => { location.hash = marker; }", marker)
+            await page.reload(wait_until="domcontentloaded")
         else:
-            await self.page.goto(self.start_url + self.marker, wait_until="domcontentloaded")
-        marker = self.marker
+            await page.goto(self.start_url + marker, wait_until="domcontentloaded")
         try:
             tab = await bridge.wait_for_tab(lambda r: r.url.endswith(marker), timeout)
         except TimeoutError:
@@ -133,10 +172,70 @@ class Slot:
         if state in PARK_FOR_S:
             self.park(state)
             raise SlotParked(f"slot {self.name}: the provider page is {state}", "SLOT_PARKED")
-        self.tab_id = tab
-        self.parked_reason = None
-        log.info("slot %s ready on tab %s (%s)", self.name, tab, self.start_url)
         return tab
+
+    async def open_chat(
+        self, context: BrowserContext, bridge: BridgeServer, chat_id: str, timeout: float
+    ) -> ChatTab:
+        """A new tab for chat `chat_id` (replacing any it had here), its addon ready; `busy`
+        until the caller's message is over.
+
+        Beyond `MAX_CHATS_PER_SLOT` the least recently used idle chat tab is closed first.
+        """
+        await self.close_chat(chat_id, bridge)
+        idle = sorted((t for t in self.chats.values() if not t.busy), key=lambda t: t.last_used)
+        for evicted in idle[: max(0, len(self.chats) + 1 - MAX_CHATS_PER_SLOT)]:
+            log.info("slot %s: closing chat %s to make room", self.name, evicted.chat_id)
+            await self.close_chat(evicted.chat_id, bridge)
+        page = await context.new_page()
+        marker = f"#semantest-slot={self.name}.chat.{secrets.token_hex(4)}"
+        try:
+            tab_id = await self._announce(page, marker, bridge, timeout)
+        except BaseException:
+            await page.close()
+            raise
+        tab = ChatTab(chat_id, page, tab_id, marker, busy=True)  # opened for a message
+        page.on("crash", lambda _page: self._chat_crashed(tab))
+        self.chats[chat_id] = tab
+        log.info("slot %s: chat %s opened on tab %s", self.name, chat_id, tab_id)
+        return tab
+
+    async def chat_tab(self, chat_id: str, bridge: BridgeServer, timeout: float) -> ChatTab | None:
+        """The open tab of chat `chat_id`, its addon ready; None when the conversation is lost.
+
+        An addon that is not registered right now (the extension's service worker restarted)
+        announces itself again from the same page: that is waited for, up to `timeout`.
+        """
+        tab = self.chats.get(chat_id)
+        if tab is None or tab.gone:
+            return None
+        ready = bridge.state.tabs.get(tab.tab_id)
+        if ready is None or not ready.url.endswith(tab.marker):
+            marker = tab.marker
+            try:
+                tab.tab_id = await bridge.wait_for_tab(lambda r: r.url.endswith(marker), timeout)
+            except TimeoutError:
+                return None
+        tab.last_used = time.monotonic()
+        return tab
+
+    async def close_chat(self, chat_id: str, bridge: BridgeServer) -> None:
+        """Close chat `chat_id`'s tab here, if it has one; its conversation ends."""
+        tab = self.chats.pop(chat_id, None)
+        if tab is None:
+            return
+        bridge.state.tabs.pop(tab.tab_id, None)
+        if not tab.page.is_closed():
+            try:
+                await tab.page.close()
+            except Exception as exc:  # the browser may be going away
+                log.warning("slot %s: closing chat %s failed: %s", self.name, chat_id, exc)
+
+    def _chat_crashed(self, tab: ChatTab) -> None:
+        log.error("slot %s: chat %s's page crashed; the chat ended", self.name, tab.chat_id)
+        tab.crashed = True
+        if tab.busy:
+            self.stop_attempt("crash", "the chat's page crashed")
 
     async def tidy(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> None:
         """Let the page drop what it holds for finished jobs.

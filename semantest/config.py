@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     #: again below `pressure_resume_ratio` of that.
     pressure_queue_per_slot: Annotated[int, Field(ge=1)] = 20
     pressure_resume_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    #: Seconds a chat session stays open after its last message: its browser tab is kept (and
+    #: follow-ups accepted) that long, then the agent closes the tab and the chat ends.
+    chat_idle_s: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     #: Where images are stored: `local` (files under <data>/images) or `s3` (boto3; credentials

@@ -84,3 +84,15 @@ EVENTS_MAXLEN = 1000
 #: `/api/v1/pressure`'s hysteresis latch, shared by every controller process: `queue-full` while
 #: the queue has reached its limit and not yet drained to the resume mark; absent otherwise.
 PRESSURE = f"{PREFIX}:pressure"
+
+
+def slot_queue(worker: str) -> str:
+    """Jobs for one slot's worker only (a chat's follow-ups), taken before the shared lanes."""
+    return f"{PREFIX}:slotq:{worker}"
+
+
+def chat(chat_id: str) -> str:
+    """A chat session: tenant, provider, the slot worker that holds its conversation, turns
+    (JSON; expires `Settings.chat_idle_s` after its last message, when the agent closes its tab).
+    """
+    return f"{PREFIX}:chat:{chat_id}"

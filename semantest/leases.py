@@ -19,7 +19,9 @@ counted). A dead agent's job goes to the *front* of its queue at once (no back-o
 death says nothing about the job), so a backlog does not delay its re-run.
 
 Jobs a dead worker had claimed (taken off a queue, not yet in RQ's started registry; see
-`keys.claims`) go back to the front of their queue too.
+`keys.claims`) go back to the front of their queue too, and so do the chat follow-ups waiting
+in its private list (`keys.slot_queue`): the slot that takes one finds its chat's tab gone and
+fails it at once with `AGENT_LOST` (`agents/chat_tabs.py`), instead of it waiting forever.
 
 Controllers take a Redis lock per pass, so only one reaps at a time.
 """
@@ -50,6 +52,38 @@ from semantest.models import KNOWN_PROVIDERS, JobRecord, JobStatus, Priority
 log = logging.getLogger(__name__)
 
 LOST_MESSAGE = "the agent running this job stopped heart-beating"
+
+#: Move the jobs of a slot's private list (KEYS[1]; all of them, or only ARGV[3] when given) to
+#: the front of their RQ queues (job hash `origin`; ARGV[1] RQ's job key prefix, ARGV[2] its
+#: queue key prefix). Returns the ids moved; an id no longer in the list is left alone.
+RETURN_SLOT_QUEUE_LUA = """
+local ids = ARGV[3] ~= '' and {ARGV[3]} or redis.call('LRANGE', KEYS[1], 0, -1)
+local moved = {}
+for _, id in ipairs(ids) do
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    local origin = redis.call('HGET', ARGV[1] .. id, 'origin')
+    if origin then
+      redis.call('LPUSH', ARGV[2] .. origin, id)
+      moved[#moved + 1] = id
+    end
+  end
+end
+return moved
+"""
+
+
+def return_slot_queue(redis: SyncRedis, worker: str, job_id: str | None = None) -> list[str]:
+    """Put the jobs waiting for `worker` alone (a gone slot's chat follow-ups) back at the
+    front of their RQ queues; only `job_id` when given. The ids moved."""
+    moved = redis.eval(
+        RETURN_SLOT_QUEUE_LUA,
+        1,
+        keys.slot_queue(worker),
+        Job.redis_job_namespace_prefix,
+        Queue.redis_queue_namespace_prefix,
+        job_id or "",
+    )
+    return [text(m) for m in moved]
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,7 @@ class Reaper:
             claimer = text(member)
             owner = agent_of(claimer)
             if owner is None or live.get(owner[0]) != owner[1]:
+                await asyncio.to_thread(return_slot_queue, self.redis_sync, claimer)
                 await asyncio.to_thread(self._return_claims, claimer)
         await self.redis.pexpire(keys.REAPER_LOCK, 2000)
         return reaped

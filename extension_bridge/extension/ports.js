@@ -43,7 +43,8 @@ export class AddonPorts {
     this.#jobs(tabId).add(jobId);
     entry.port.postMessage({
       type: "job.run", jobId, prompt: message.prompt, options: message.options || {},
-      timeoutMs: message.timeoutMs,
+      timeoutMs: message.timeoutMs, chat: message.chat || null,
+      generateImage: message.generateImage !== false,
     });
   }
 
