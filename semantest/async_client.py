@@ -61,9 +61,10 @@ class AsyncClient:
     """A client of one controller with one API key; `async with` it, or `await close()`.
 
     `url` and `api_key` default to `SEMANTEST_URL` (else http://127.0.0.1:8000) and
-    `SEMANTEST_API_KEY`. `retries` bounds how often one call is repeated after 429/503 or a
-    lost connection; a `Retry-After` longer than `max_retry_wait` is not waited for (the error
-    is raised at once, with `retry_after_s`).
+    `SEMANTEST_API_KEY` (else `SEMANTEST_ADMIN_KEY`, as `semantest up` sets it). `retries`
+    bounds how often one call is repeated after 429/503 or a lost connection; a `Retry-After`
+    longer than `max_retry_wait` is not waited for (the error is raised at once, with
+    `retry_after_s`).
     """
 
     def __init__(

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from semantest.client import Client
 from semantest.client_calls import DEFAULT_URL, BatchSummary, WaitTimeout
 from semantest.client_replies import ApiError, ConnectionFailed
-from semantest.errors import Conflict, NotFound, SemantestError, Unauthorized
+from semantest.errors import NotFound, RateLimited, SemantestError, Unauthorized, Unavailable
 from semantest.models import JobRecord, JobStatus, Priority
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERRUPTED = (
@@ -228,8 +228,8 @@ def _explain(exc: SemantestError, url: str) -> None:
         err.print(f"  {escape(line)}")
     if isinstance(exc, Unauthorized):
         err.print("  pass --api-key or set SEMANTEST_API_KEY (`semantest up` prints a key)")
-    elif isinstance(exc, Conflict):
-        err.print("  (a job that has finished cannot be canceled)")
+    elif isinstance(exc, RateLimited | Unavailable):
+        err.print(f"  still refused after retrying; try again in {exc.retry_after_s} s")
     for note in getattr(exc, "__notes__", []):
         err.print(f"  [dim]{escape(note)}[/]")
 
