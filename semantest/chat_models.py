@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 
 from semantest.models import CamelModel, JobOptions, Prompt, Provider
 
@@ -25,20 +25,21 @@ WebhookUrl = Annotated[
 CHAT_ID_MAX = 64
 
 
+class ChatOptions(JobOptions):
+    """`JobOptions` without the result cache: a reply depends on the conversation so far."""
+
+    cache: Literal[False] = Field(
+        default=False, description="Always false: a chat reply never comes from the result cache."
+    )
+
+
 class ChatMessageRequest(CamelModel):
     """Body of `POST /api/v1/chat/{chatId}/messages`: the next message of a chat."""
 
     message: Prompt
     #: Ask the provider for an image with the reply (the reply text comes either way).
     generate_image: bool = False
-    options: JobOptions = Field(default_factory=JobOptions)
-
-    @field_validator("options")
-    @classmethod
-    def _never_cached(cls, options: JobOptions) -> JobOptions:
-        if options.cache:
-            raise ValueError("a chat reply depends on the conversation so far: it is never cached")
-        return options
+    options: ChatOptions = Field(default_factory=ChatOptions)
 
 
 class ChatRequest(ChatMessageRequest):
