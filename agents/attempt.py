@@ -220,7 +220,6 @@ class Attempt:
                     record.tenant,
                     data,
                     content_type,
-                    controller_url=rt.settings.controller_url,
                     source_url=image.url,
                 )
             )

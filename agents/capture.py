@@ -59,10 +59,12 @@ async def store_image(
     data: bytes,
     content_type: str,
     *,
-    controller_url: str,
     source_url: str | None,
 ) -> ImageRecord:
-    """Check the bytes are the image they claim to be, store them, describe the result."""
+    """Check the bytes are the image they claim to be, store them, describe the result.
+
+    The record keeps the key, not a URL: the controller builds URLs when it serves a record.
+    """
     if content_type not in EXTENSIONS:
         raise GenerationFailed(
             f"provider returned {content_type or 'no content type'}, not an image"
@@ -75,7 +77,6 @@ async def store_image(
         raise GenerationFailed(f"image does not decode: {exc}") from exc
     stored = await storage.put(tenant, data, content_type)
     return ImageRecord(
-        url=f"{controller_url}/api/v1/images/{stored.key}",
         key=stored.key,
         sha256=stored.sha256,
         width=width,

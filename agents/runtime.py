@@ -36,7 +36,7 @@ from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, TerminalRecord
 from semantest.models import JobRecord, JobStatus, Stage
 from semantest.redis_clients import async_client
-from semantest.storage import LocalStorage
+from semantest.storage import storage_from_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +69,7 @@ class AgentRuntime:
         self.bridge: BridgeServer
         self.redis: Redis
         self.jobs: JobStore
-        self.storage = LocalStorage(settings.images_dir)
+        self.storage = storage_from_settings(settings)
         account = agent_id  # one profile per agent; its login is the account
         self.slots = [
             Slot(

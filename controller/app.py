@@ -18,7 +18,7 @@ from semantest import __version__
 from semantest.config import Settings, get_settings
 from semantest.jobstore import JobStore
 from semantest.redis_clients import async_client, sync_client
-from semantest.storage import LocalStorage
+from semantest.storage import storage_from_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_sync=redis_sync,
             jobs=JobStore(redis),
             registry=Registry.load(ADDONS_DIR),
-            storage=LocalStorage(settings.images_dir),
+            storage=storage_from_settings(settings),
             key_hashes=key_hashes,
         )
         retries = RetryScheduler.for_controller(redis, redis_sync, settings)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from addons.registry import Registry
 from semantest.config import Settings
 from semantest.jobstore import JobStore
-from semantest.storage import LocalStorage
+from semantest.storage import Storage
 
 
 @dataclass
@@ -26,7 +26,8 @@ class AppState:
     redis_sync: SyncRedis
     jobs: JobStore
     registry: Registry
-    storage: LocalStorage
+    #: Local or S3, as the settings choose (`storage_from_settings`).
+    storage: Storage
     #: sha256 of each API key → tenant. Keys are never kept in clear.
     key_hashes: dict[str, str]
 

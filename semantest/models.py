@@ -105,9 +105,13 @@ class GenerateAccepted(CamelModel):
 
 
 class ImageRecord(CamelModel):
-    """One stored image of a job."""
+    """One stored image of a job.
 
-    url: str
+    Stored records keep only `key`; `url` is filled when a record is served
+    (`controller.records.present`), so the same record serves local, S3 and CDN URLs.
+    """
+
+    url: str | None = None
     key: str
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     width: int

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -64,11 +63,6 @@ async def health(state: State) -> JSONResponse:
         checks["agents"] = replies[-1]
     except (RedisError, OSError) as exc:
         checks["redis"] = f"error: {type(exc).__name__}"
-    root = state.storage.root
-    checks["storage"] = (
-        "ok"
-        if os.access(root if root.exists() else root.parent, os.W_OK)
-        else ("error: not writable")
-    )
+    checks["storage"] = await state.storage.check()
     ok = checks["redis"] == "ok" and checks["storage"] == "ok"
     return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import RedirectResponse
 
 from controller.auth import CallerDep
+from controller.openapi import responses
 from controller.queueing import enqueue
+from controller.records import present
 from controller.state import State
 from semantest.errors import ImageNotFound, JobNotFound
 from semantest.models import GenerateAccepted, GenerateRequest, JobRecord
-from semantest.storage import content_type_of, parse_key
+from semantest.storage import EXTENSIONS, content_type_of, parse_key
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -39,18 +42,34 @@ async def generate(body: GenerateRequest, caller: CallerDep, state: State) -> Ge
     )
 
 
-@router.get("/status/{job_id}", response_model=JobRecord, response_model_by_alias=True)
+@router.get(
+    "/status/{job_id}",
+    response_model=JobRecord,
+    response_model_by_alias=True,
+    responses=responses(401, 404),
+)
 async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
-    """The job record; another tenant's job is indistinguishable from a missing one."""
+    """The job record, image URLs filled; another tenant's job is indistinguishable from a
+    missing one."""
     record = await state.jobs.get(job_id) if len(job_id) <= 64 else None
     if record is None or record.tenant != caller.tenant:
         raise JobNotFound(f"no job {job_id!r}")
-    return record
+    return present(record, state)
 
 
-@router.get("/{key:path}", response_class=Response)
+@router.get(
+    "/{key:path}",
+    response_class=Response,
+    responses={
+        200: {"content": {ct: {} for ct in EXTENSIONS}, "description": "The image bytes."},
+        302: {"description": "S3 storage: redirect to a presigned GET URL of the image."},
+        304: {"description": "`If-None-Match` matched: the image did not change."},
+        **responses(401, 404),
+    },
+)
 async def image(key: str, request: Request, caller: CallerDep, state: State) -> Response:
-    """The stored image bytes. Keys are content addresses, so the ETag is the sha256."""
+    """The stored image: its bytes (local storage) or a redirect to a presigned URL (S3). Keys
+    are content addresses, so the ETag is the sha256."""
     tenant, digest, _ext = parse_key(key)
     if tenant != caller.tenant:
         raise ImageNotFound(f"no image {key!r}")
@@ -58,5 +77,10 @@ async def image(key: str, request: Request, caller: CallerDep, state: State) -> 
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    signed = await state.storage.signed_url(key)
+    if signed is not None:
+        # The presigned URL expires; the redirect must not outlive it in a cache.
+        ttl = state.settings.s3_presign_expiry_s // 2
+        return RedirectResponse(signed, 302, headers={"Cache-Control": f"private, max-age={ttl}"})
     data = await state.storage.get(key)
     return Response(data, media_type=content_type_of(key), headers=headers)

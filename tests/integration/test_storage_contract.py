@@ -1,25 +1,37 @@
 """One contract for every storage backend: local files, and S3 against moto's standalone server.
 
-The same tests run against each backend built by `storage_from_settings`.
+The same tests run against each backend built by `storage_from_settings`; then, through a real
+controller over real HTTP, a stored record's image URL must download the stored bytes whichever
+backend holds them (S3: a 302 to a presigned URL of moto; with a CDN base: the CDN URL itself).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
+import uvicorn
 from pydantic import SecretStr
 
+from controller.app import create_app
+from semantest import keys
 from semantest.config import Settings
 from semantest.errors import ImageNotFound
+from semantest.jobstore import JobStore
+from semantest.models import ImageRecord, JobRecord, JobStatus
+from semantest.redis_clients import async_client
 from semantest.stack import free_port
 from semantest.storage import Storage, storage_from_settings
 from tests.conftest import ADMIN_KEY
@@ -166,3 +178,125 @@ async def test_s3_readiness_names_a_missing_bucket(
 ) -> None:
     settings = settings_for("s3", request, tmp_path).model_copy(update={"s3_bucket": "absent"})
     assert await storage_from_settings(settings).check() == "error: 404"
+
+
+# ---------------------------------------------------------------- through the controller
+
+
+@dataclass
+class Deployment:
+    backend: str
+    settings: Settings
+    url: str
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving the controller for `settings` on its loopback port."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "controller did not start"
+        time.sleep(0.01)
+    try:
+        yield settings.controller_url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["local", "s3", "s3-cdn"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    settings = settings_for(request.param, request, tmp_path_factory.mktemp("data"))
+    with serve(settings) as url:
+        yield Deployment(request.param, settings, url)
+
+
+@pytest.fixture
+async def api(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=deployment.url, headers=headers, timeout=10) as c:
+        yield c
+
+
+async def stored_record(settings: Settings, data: bytes) -> JobRecord:
+    """A succeeded job of tenant admin whose one image is `data`, written as an agent does."""
+    stored = await storage_from_settings(settings).put("admin", data, "image/png")
+    image = ImageRecord(
+        key=stored.key,
+        sha256=stored.sha256,
+        width=1,
+        height=1,
+        content_type=stored.content_type,
+        bytes=stored.size,
+    )
+    record = JobRecord(
+        tenant="admin",
+        provider="sandbox",
+        prompt="contract",
+        status=JobStatus.SUCCEEDED,
+        progress=100,
+        images=[image],
+    )
+    redis = async_client(settings.redis_url or "")
+    try:
+        await JobStore(redis).create(record)
+        raw = await redis.get(keys.job(record.id))
+    finally:
+        await redis.aclose()
+    assert raw is not None and json.loads(raw)["images"][0]["url"] is None  # stored: key only
+    return record
+
+
+async def test_a_records_image_url_downloads_the_stored_bytes(
+    deployment: Deployment, api: httpx.AsyncClient
+) -> None:
+    data = image_bytes()
+    record = await stored_record(deployment.settings, data)
+    served = (await api.get(f"/api/v1/images/status/{record.id}")).json()
+    (image,) = served["images"]
+    key = image["key"]
+    controller_url = f"{deployment.url}/api/v1/images/{key}"
+    if deployment.backend == "s3-cdn":
+        assert image["url"] == f"{deployment.settings.cdn_base_url}/{PREFIX}{key}"
+    else:
+        assert image["url"] == controller_url
+
+    first = await api.get(image["url"])
+    if deployment.backend == "local":
+        assert first.status_code == 200
+    elif deployment.backend == "s3":  # a presigned URL of the object, on moto
+        assert first.status_code == 302
+        location = first.headers["location"]
+        assert location.startswith(f"{deployment.settings.s3_endpoint_url}/{BUCKET}/{PREFIX}{key}?")
+        assert "X-Amz-Expires=120" in location
+    # Following the URL (and any redirect: httpx drops the API key on the way to S3) gives the
+    # exact bytes that were stored.
+    final = await api.get(image["url"], follow_redirects=True)
+    assert final.status_code == 200 and final.headers["content-type"] == "image/png"
+    assert hashlib.sha256(final.content).hexdigest() == image["sha256"] == record.images[0].sha256
+    # The controller URL works for every backend, CDN or not.
+    via_controller = await api.get(controller_url, follow_redirects=True)
+    assert via_controller.content == data
+
+
+async def test_missing_images_and_other_tenants_are_not_found(
+    deployment: Deployment, api: httpx.AsyncClient
+) -> None:
+    assert (await api.get(f"/api/v1/images/{MISSING}")).status_code == 404
+    record = await stored_record(deployment.settings, image_bytes())
+    other = record.images[0].key.replace("admin/", "acme/", 1)
+    assert (await api.get(f"/api/v1/images/{other}")).status_code == 404
+
+
+async def test_health_checks_the_configured_storage(api: httpx.AsyncClient) -> None:
+    reply = await api.get("/api/v1/health")
+    assert reply.status_code == 200 and reply.json()["storage"] == "ok"
