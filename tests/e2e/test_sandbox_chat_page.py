@@ -1,0 +1,82 @@
+"""The sandbox chat page in real Chromium, driven through its own controls as a person would:
+replies follow the conversation, "New chat" starts another one, the image toggle decides
+whether a reply carries an image."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from playwright.sync_api import Page, sync_playwright
+
+from sandbox.app import create_app
+from semantest.config import find_chromium
+from semantest.stack import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(latency_ms=0), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "sandbox did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(sandbox_url: str) -> Iterator[Page]:
+    chromium = find_chromium()
+    assert chromium, "Chromium is not installed: run `make setup`"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{sandbox_url}/chat")
+            yield page
+        finally:
+            browser.close()
+
+
+def send(page: Page, message: str) -> str:
+    """Type and send `message`; the text of the assistant's finished reply."""
+    before = page.locator('#thread .turn[data-role="assistant"]').count()
+    page.locator("#composer").fill(message)
+    page.locator("#send").click()
+    reply = page.locator('#thread .turn[data-role="assistant"]').nth(before)
+    reply.and_(page.locator('[data-state="done"]')).wait_for(timeout=10_000)
+    return reply.locator(".text").inner_text()
+
+
+def test_replies_follow_the_conversation_until_new_chat(page: Page) -> None:
+    assert send(page, "first") == "reply #1 to: first. Here is an image of first."
+    assert send(page, "second").startswith("reply #2 to: second (after #1: first).")
+    assert page.locator("img.generated").count() == 2
+
+    page.locator("#new-chat").click()
+    assert page.locator("#thread .turn").count() == 0
+    assert send(page, "again") == "reply #1 to: again. Here is an image of again."
+
+
+def test_the_image_toggle_decides_whether_a_reply_has_an_image(page: Page) -> None:
+    toggle = page.locator("#image-toggle")
+    assert toggle.get_attribute("aria-pressed") == "true"
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert send(page, "just words") == "reply #1 to: just words."
+    assert page.locator("img.generated").count() == 0
+    toggle.click()
+    assert send(page, "a picture").endswith("Here is an image of a picture.")
+    assert page.locator("img.generated").count() == 1
