@@ -101,7 +101,7 @@ class Attempt:
             return Outcome("skipped", job_id)
         except Aborted as stop:
             await self._cancel_in_tab(stop.reason)
-            if stop.kind == "stale":
+            if stop.kind in ("stale", "canceled"):  # the record is another's, or final
                 return Outcome("skipped", job_id)
             if stop.kind == "drain" and self.follow_up:  # its tab closes with the browser
                 return await self._failed(JobFailure(SLOT_GONE, "AGENT_LOST"))

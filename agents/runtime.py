@@ -21,7 +21,7 @@ import psutil
 from playwright.async_api import Playwright
 from redis.asyncio import Redis
 
-from agents import chat_tabs
+from agents import cancels, chat_tabs
 from agents.attempt import SLOT_OPEN_TIMEOUT_S, Attempt, Outcome
 from agents.browser import ExtensionBrowser, launch
 from agents.early import AgentLoop
@@ -85,6 +85,7 @@ class AgentRuntime:
         self.profile: OpenProfile | None = None
         self.browser: ExtensionBrowser | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._cancels: asyncio.Task[None] | None = None
         self.state = AgentState.STARTING
         self.started_at = time.time()
         self.ready_after_s: float | None = None
@@ -172,7 +173,7 @@ class AgentRuntime:
     async def _start(self, started_at: float) -> None:
         assert self.settings.redis_url and self.settings.chromium
         self.redis = async_client(self.settings.redis_url)
-        self.jobs = JobStore(self.redis)
+        self.jobs = JobStore(self.redis, self.settings.result_cache_ttl_s)
         self.budget = AccountBudget(self.redis, self.settings.account_budget_per_hour)
         self.bridge = BridgeServer()
         await self.bridge.start()
@@ -194,6 +195,7 @@ class AgentRuntime:
         self.state = AgentState.READY
         await self.beat()  # the first heartbeat already carries the cold-start time
         self._heartbeat = asyncio.create_task(self._heartbeats())
+        self._cancels = asyncio.create_task(cancels.watch(self))
 
     async def _open(self, slot: Slot) -> None:
         assert self.browser is not None
@@ -214,6 +216,8 @@ class AgentRuntime:
     async def _stop(self) -> None:
         if self._heartbeat:
             self._heartbeat.cancel()
+        if self._cancels:
+            self._cancels.cancel()
         with contextlib.suppress(Exception):
             await self.redis.zrem(keys.AGENTS, self.agent_id)
             await self.redis.delete(keys.agent(self.agent_id))

@@ -58,19 +58,55 @@ ABORT_WAIT_S = 10
 #: Seconds a slot thread blocks on the queues before it looks at its slot again.
 DEQUEUE_POLL_S = 1
 
-#: Take the first job of the first non-empty lane (KEYS[1..n-1], high lane first) and note it in
-#: the worker's claim list (KEYS[n]) in one atomic step: a worker killed right after leaves the
-#: job in its claim list, never nowhere.
+#: Claim one job and note it in the worker's claim list in one atomic step (a worker killed right
+#: after leaves the job in its claim list, never nowhere). Order: the slot's own list (a chat's
+#: follow-ups), then per lane, highest first, RQ's queue list (retries and jobs given back) and
+#: then the lane's tenants round-robin: the ring is rotated one tenant per look, so each tenant
+#: with waiting jobs gets every n-th claim. KEYS: slot list, claim list, then (RQ queue, ring,
+#: depth counter) per lane. ARGV[1]: RQ's job key prefix, ARGV[2]: RQ's queue key prefix.
+#: Returns {queue key of the job's origin, job id} or false.
 CLAIM_LUA = """
-for i = 1, #KEYS - 1 do
-  local id = redis.call('LPOP', KEYS[i])
-  if id then
-    redis.call('RPUSH', KEYS[#KEYS], id)
-    return {KEYS[i], id}
+local function claimed(id)
+  redis.call('RPUSH', KEYS[2], id)
+  local origin = redis.call('HGET', ARGV[1] .. id, 'origin')
+  return {origin and (ARGV[2] .. origin) or '', id}
+end
+local id = redis.call('LPOP', KEYS[1])
+if id then return claimed(id) end
+for i = 3, #KEYS, 3 do
+  id = redis.call('LPOP', KEYS[i])
+  if id then return claimed(id) end
+  local ring = KEYS[i + 1]
+  for _ = 1, redis.call('LLEN', ring) do
+    local tenant = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    local queue = ring .. ':' .. tenant
+    id = redis.call('LPOP', queue)
+    if id then
+      redis.call('DECR', KEYS[i + 2])
+      if redis.call('LLEN', queue) == 0 then redis.call('LREM', ring, -1, tenant) end
+      return claimed(id)
+    end
+    redis.call('LREM', ring, -1, tenant)
   end
 end
 return false
 """
+
+
+def claim_keys(worker: str, provider: str) -> list[str]:
+    """The KEYS of `CLAIM_LUA` for one slot's worker (ARGV: `CLAIM_ARGS`)."""
+    out = [keys.slot_queue(worker), keys.claims(worker)]
+    for lane in keys.LANES:
+        out += [
+            keys.rq_queue_key(keys.queue_name(provider, lane)),
+            keys.fair_ring(provider, lane),
+            keys.lane_depth(provider, lane),
+        ]
+    return out
+
+
+#: The ARGV of `CLAIM_LUA`: RQ's key prefixes of jobs and queues.
+CLAIM_ARGS = [Job.redis_job_namespace_prefix, Queue.redis_queue_namespace_prefix]
 
 
 class SlotWorker(SimpleWorker):
@@ -85,11 +121,11 @@ class SlotWorker(SimpleWorker):
         self.slot = runtime.slots[slot]
         self.claim_key = keys.claims(self.name)
         self._claim = self.connection.register_script(CLAIM_LUA)
-        # Blocking waits happen on the normal lane (most traffic); the others are polled
-        # between waits, so a high-lane job waits at most DEQUEUE_POLL_S for an idle slot.
-        self._blocking = next(
-            q for q in self.queues if q.name.endswith(f".{Priority.NORMAL.value}")
-        )
+        provider = runtime.provider
+        self._claim_keys = claim_keys(self.name, provider)
+        # Retries and given-back jobs reach RQ's lists without a doorbell: a slot looks at
+        # least every DEQUEUE_POLL_S.
+        self._bells = [keys.slot_doorbell(self.name), keys.doorbell(provider)]
         self.connection.sadd(keys.CLAIMERS, self.name)
 
     def _install_signal_handlers(self) -> None:
@@ -118,19 +154,17 @@ class SlotWorker(SimpleWorker):
         return None
 
     def _take(self) -> tuple[Job, Queue] | None:
-        """Claim one job (see `CLAIM_LUA`), blocking up to DEQUEUE_POLL_S on the normal lane."""
-        found = self._claim(keys=[*(q.key for q in self.queues), self.claim_key])
-        if found:
-            queue_key, job_id = (v.decode() for v in found)
-        else:
-            moved = self.connection.blmove(
-                self._blocking.key, self.claim_key, DEQUEUE_POLL_S, "LEFT", "RIGHT"
-            )
-            if moved is None:
+        """Claim one job (see `CLAIM_LUA`); when there is none, wait up to DEQUEUE_POLL_S for
+        a doorbell (rung by every submission) and look once more."""
+        found = self._claim(keys=self._claim_keys, args=CLAIM_ARGS)
+        if not found:
+            if self.connection.blpop(self._bells, DEQUEUE_POLL_S) is None:
                 return None
-            queue_key = self._blocking.key
-            job_id = moved.decode() if isinstance(moved, bytes) else str(moved)
-        queue = next(q for q in self.queues if q.key == queue_key)
+            found = self._claim(keys=self._claim_keys, args=CLAIM_ARGS)
+            if not found:
+                return None
+        queue_key, job_id = (v.decode() for v in found)
+        queue = next((q for q in self.queues if q.key == queue_key), self.queues[1])
         try:
             job = Job.fetch(job_id, connection=self.connection, serializer=self.serializer)
         except NoSuchJobError:  # deleted while queued
@@ -186,7 +220,7 @@ def run_agent(
         runtime.stop()
         raise
     jobs.install(runtime)
-    queue_names = [keys.queue_name(provider, p.value) for p in Priority]  # high lane first
+    queue_names = [keys.queue_name(provider, lane) for lane in keys.LANES]  # high first
     threads: list[threading.Thread] = []
     for slot in runtime.slots:
         redis = sync_client(settings.redis_url)

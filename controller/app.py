@@ -11,9 +11,10 @@ from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers, openapi
 from controller.middleware import RequestContext
-from controller.routes import addons, fleet, health, images
+from controller.routes import addons, batches, fleet, health, images, jobs
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
+from controller.submission import Submitter
 from semantest import __version__
 from semantest.config import Settings, get_settings
 from semantest.jobstore import JobStore
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jobs=JobStore(redis),
             registry=Registry.load(ADDONS_DIR),
             storage=storage_from_settings(settings),
+            submitter=Submitter(redis, settings),
             key_hashes=key_hashes,
         )
         retries = RetryScheduler.for_controller(redis, redis_sync, settings)
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, addons, health, fleet):
+    for module in (images, batches, jobs, addons, health, fleet):
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from redis import Redis as SyncRedis
@@ -15,6 +15,9 @@ from semantest.config import Settings
 from semantest.jobstore import JobStore
 from semantest.storage import Storage
 
+if TYPE_CHECKING:
+    from controller.submission import Submitter
+
 
 @dataclass
 class AppState:
@@ -22,12 +25,14 @@ class AppState:
 
     settings: Settings
     redis: Redis
-    #: RQ's enqueue is synchronous; it runs in a worker thread on this client.
+    #: For RQ's synchronous API (the retry scheduler, the lease reaper).
     redis_sync: SyncRedis
     jobs: JobStore
     registry: Registry
     #: Local or S3, as the settings choose (`storage_from_settings`).
     storage: Storage
+    #: Stores and queues jobs (one script per submission).
+    submitter: Submitter
     #: sha256 of each API key → tenant. Keys are never kept in clear.
     key_hashes: dict[str, str]
 

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: Port = 8000
+    #: Server processes of the controller (`python -m controller`, `semantest up`); each runs
+    #: the whole app on the one port. Chosen by measurement: docs/performance.md.
+    controller_workers: Annotated[int, Field(ge=1, le=32)] = 1
     #: Unset means "`semantest up` starts its own redis-server".
     redis_url: str | None = None
     #: Bootstrap API key of tenant `admin`. Unset: `semantest up` generates one per run.
@@ -134,6 +137,13 @@ class Settings(BaseSettings):
     #: Seconds a chat session stays open after its last message: its browser tab is kept (and
     #: follow-ups accepted) that long, then the agent closes the tab and the chat ends.
     chat_idle_s: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
+    #: New jobs one lane (per provider) may hold waiting; beyond it a submission gets 503
+    #: `UNAVAILABLE` with `Retry-After` instead of the queue growing without bound.
+    lane_capacity: Annotated[int, Field(ge=1)] = 100_000
+    #: Seconds a result stays in the opt-in result cache (`options.cache: true`).
+    result_cache_ttl_s: Annotated[int, Field(ge=1)] = 24 * 3600
+    #: Seconds an `Idempotency-Key` is remembered (its first answer is replayed).
+    idempotency_ttl_s: Annotated[int, Field(ge=60)] = 24 * 3600
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     #: Where images are stored: `local` (files under <data>/images) or `s3` (boto3; credentials

@@ -8,6 +8,8 @@ once, recorded exactly once" hold when two attempts of the same job race.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from semantest import keys
-from semantest.models import JobEvent, JobRecord
+from semantest.models import JobEvent, JobRecord, JobStatus
 
 
 class TerminalRecord(Exception):
@@ -37,8 +39,10 @@ class StaleLease(Exception):
 class JobStore:
     """Typed access to job records; one instance per Redis client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, cache_ttl_s: int = 24 * 3600) -> None:
         self.redis = redis
+        #: How long a result stays in the result cache (`options.cache`).
+        self.cache_ttl_s = cache_ttl_s
 
     async def create(self, record: JobRecord) -> None:
         """Store a new record and its first event."""
@@ -87,9 +91,42 @@ class JobStore:
                     pipe.set(key, record.to_json(), ex=keys.RECORD_TTL_S)
                     pipe.xadd(keys.job_events(job_id), _event(record), maxlen=keys.EVENTS_MAXLEN)
                     await pipe.execute()
-                    return record
+                    break
                 except WatchError:
                     continue
+        if record.status.terminal:
+            await self._finished(record)
+        return record
+
+    async def _finished(self, record: JobRecord) -> None:
+        """A job just became final: its followers take the result, the cache keeps it.
+
+        Followers are identical requests of the same batch that did not run (see
+        controller/submission.py); a follower already final (canceled) keeps its own status.
+        """
+        if record.status is JobStatus.SUCCEEDED and record.options.cache and not record.cached:
+            images = [i.model_dump(mode="json", by_alias=True) for i in record.images]
+            await self.redis.set(
+                keys.result_cache(record.tenant, record.result_fingerprint()),
+                json.dumps(images),
+                ex=self.cache_ttl_s,
+            )
+        followers = await self.redis.smembers(keys.followers(record.id))
+        if record.status is JobStatus.CANCELED or not followers:
+            return  # a canceled leader hands its followers on (see `Submitter.promote`)
+
+        def take(r: JobRecord) -> None:
+            r.status, r.progress, r.stage = record.status, record.progress, record.stage
+            r.images, r.error = record.images, record.error
+            r.started_at, r.finished_at = record.started_at, record.finished_at
+            r.agent = record.agent
+
+        for follower in followers:
+            with contextlib.suppress(KeyError, TerminalRecord):
+                await self.update(
+                    follower.decode() if isinstance(follower, bytes) else follower, take
+                )
+        await self.redis.delete(keys.followers(record.id))
 
     async def events(self, job_id: str) -> list[JobEvent]:
         """The job's events, oldest first."""

@@ -86,9 +86,79 @@ EVENTS_MAXLEN = 1000
 PRESSURE = f"{PREFIX}:pressure"
 
 
+# --- Submission and fair scheduling (see controller/submission.py and agents/worker.py) ---
+
+
+def fair_ring(provider: str, priority: str) -> str:
+    """Tenants with jobs waiting in one lane, in round-robin order (a list used as a ring).
+
+    A new job waits in its tenant's list `fair_ring(...) + ":" + tenant`, not in RQ's queue:
+    a slot takes the next job of the next tenant (agents/worker.py), so a tenant with 10,000
+    queued jobs does not starve one with 10. RQ's own queue list still takes retries and jobs
+    the reaper gives back, and is served first.
+    """
+    return f"{PREFIX}:fair:{provider}.{priority}"
+
+
+def fair_queue(provider: str, priority: str, tenant: str) -> str:
+    """One tenant's waiting jobs in one lane (job ids, oldest first)."""
+    return f"{fair_ring(provider, priority)}:{tenant}"
+
+
+def lane_depth(provider: str, priority: str) -> str:
+    """How many new jobs wait in a lane's tenant lists (a counter kept by the scripts)."""
+    return f"{PREFIX}:depth:{provider}.{priority}"
+
+
+def waiting(provider: str, priority: str) -> tuple[str, str]:
+    """What holds a lane's waiting jobs: RQ's queue list (length) and the fair depth counter."""
+    return rq_queue_key(queue_name(provider, priority)), lane_depth(provider, priority)
+
+
+def doorbell(provider: str) -> str:
+    """A list idle slots block on; every submission pushes one token per job it queues."""
+    return f"{PREFIX}:doorbell:{provider}"
+
+
 def slot_queue(worker: str) -> str:
     """Jobs for one slot's worker only (a chat's follow-ups), taken before the shared lanes."""
     return f"{PREFIX}:slotq:{worker}"
+
+
+def slot_doorbell(worker: str) -> str:
+    """The doorbell of one slot's worker: rung when a job is queued for that slot only."""
+    return f"{PREFIX}:slotq:{worker}:bell"
+
+
+def idempotency(tenant: str, key_hash: str) -> str:
+    """The first answer to a request with this `Idempotency-Key` (JSON, kept 24 h)."""
+    return f"{PREFIX}:idem:{tenant}:{key_hash}"
+
+
+def batch(batch_id: str) -> str:
+    """A batch record: tenant, job ids, creation time (JSON)."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    """A tenant's jobs, newest last (sorted set, score = creation time, unix seconds)."""
+    return f"{PREFIX}:tenant:{tenant}:jobs"
+
+
+def followers(job_id: str) -> str:
+    """Jobs of the same batch that take this job's result (identical requests), a set."""
+    return f"{PREFIX}:job:{job_id}:followers"
+
+
+def result_cache(tenant: str, fingerprint: str) -> str:
+    """A tenant's cached result (images JSON) for one request fingerprint."""
+    return f"{PREFIX}:cache:{tenant}:{fingerprint}"
+
+
+#: Pub/sub channel of canceled job ids; agents stop the attempt that runs one.
+CANCELS = f"{PREFIX}:cancels"
+#: Lanes a slot serves, highest first.
+LANES = ("high", "normal", "low")
 
 
 def chat(chat_id: str) -> str:

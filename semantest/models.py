@@ -8,6 +8,8 @@ in Redis.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from enum import Enum
@@ -164,6 +166,19 @@ class JobRecord(CamelModel):
     generate_image: bool = True
     reply: str | None = None
 
+    def result_fingerprint(self) -> str:
+        """What makes two requests ask for the same result: provider, prompt, options.
+
+        Batch dedup and the result cache compare it (per tenant); `options.cache` is left out.
+        """
+        asked = {
+            "provider": self.provider,
+            "prompt": self.prompt,
+            "options": self.options.model_dump(mode="json", exclude={"cache"}),
+            "image": self.generate_image,
+        }
+        return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
     def to_json(self) -> str:
         """The stored and served JSON form (camelCase)."""
         return self.model_dump_json(by_alias=True)
@@ -172,6 +187,74 @@ class JobRecord(CamelModel):
     def from_json(cls, raw: str | bytes) -> JobRecord:
         """Parse a stored record."""
         return cls.model_validate_json(raw)
+
+
+class BatchItem(CamelModel):
+    """One prompt of a batch, with its own provider and options (the batch's are defaults)."""
+
+    prompt: Prompt
+    provider: Provider | None = None
+    options: JobOptions | None = None
+
+
+class BatchRequest(CamelModel):
+    """Body of `POST /api/v1/images/batch`: 1-100 prompts, each a string or a `BatchItem`."""
+
+    prompts: Annotated[list[Prompt | BatchItem], Field(min_length=1, max_length=100)]
+    provider: Provider = Provider.SANDBOX
+    options: JobOptions = Field(default_factory=JobOptions)
+    priority: Priority = Priority.NORMAL
+
+    def items(self) -> list[BatchItem]:
+        """Every prompt as a `BatchItem` with the batch's defaults filled in."""
+        out = []
+        for p in self.prompts:
+            item = BatchItem(prompt=p) if isinstance(p, str) else p
+            out.append(
+                BatchItem(
+                    prompt=item.prompt,
+                    provider=item.provider or self.provider,
+                    options=item.options or self.options,
+                )
+            )
+        return out
+
+
+class BatchAccepted(CamelModel):
+    """Answer to an accepted batch (202)."""
+
+    batch_id: str
+    job_ids: list[str]
+    status_url: str
+
+
+class BatchStatus(str, Enum):
+    """A batch as a whole: nothing started yet, some jobs not final, or all final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+class BatchSummary(CamelModel):
+    """`GET /api/v1/batches/{batchId}`: counts by status, progress, and the jobs."""
+
+    batch_id: str
+    status: BatchStatus
+    total: int
+    counts: dict[str, int]
+    #: Mean progress of the jobs, 0-100 (a final job counts 100).
+    progress: Annotated[int, Field(ge=0, le=100)]
+    done: bool
+    created_at: float
+    jobs: list[JobRecord]
+
+
+class JobPage(CamelModel):
+    """`GET /api/v1/jobs`: the caller's jobs, newest first; pass `nextCursor` for the next page."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = None
 
 
 class JobEvent(CamelModel):

@@ -60,6 +60,9 @@ def redis_server_argv(server: str, port: int, workdir: Path, *, persist: bool) -
         str(workdir),
         "--appendonly",
         "yes" if persist else "no",
+        # test suites give each stack its own database
+        "--databases",
+        "64",
     ]
 
 

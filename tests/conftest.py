@@ -6,6 +6,7 @@ they do not see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -65,11 +66,11 @@ def api_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
     )
 
 
-@pytest.fixture(scope="session")
-def controller_url(api_settings: Settings) -> Iterator[str]:
-    """A real uvicorn serving the controller on a free loopback port."""
+@contextlib.contextmanager
+def serve_controller(settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving a controller for `settings` on its port, in a thread."""
     config = uvicorn.Config(
-        create_app(api_settings), host="127.0.0.1", port=api_settings.port, log_level="warning"
+        create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -78,9 +79,18 @@ def controller_url(api_settings: Settings) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "controller did not start"
         time.sleep(0.01)
-    yield api_settings.controller_url
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield settings.controller_url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def controller_url(api_settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving the controller on a free loopback port."""
+    with serve_controller(api_settings) as url:
+        yield url
 
 
 @pytest.fixture

@@ -44,14 +44,15 @@ _warned: set[str] = set()
 _WARNED_MAX = 1024
 
 #: Reads every lane's length and moves the hysteresis latch atomically, so all controller
-#: processes share one latch. KEYS[1] = latch, KEYS[2..] = RQ queue lists; ARGV = maxQueued,
+#: processes share one latch. KEYS[1] = latch, KEYS[2..] = (RQ queue list, fair depth counter)
+#: per lane (a lane's waiting jobs are both); ARGV = maxQueued,
 #: resumeAt, 1 when there is any slot to work (without slots the latch is left alone).
 #: Returns {latched (0/1), length of each queue...}.
 _PRESSURE_LUA = """
 local queued = 0
 local lens = {}
-for i = 2, #KEYS do
-  local n = redis.call('LLEN', KEYS[i])
+for i = 2, #KEYS, 2 do
+  local n = redis.call('LLEN', KEYS[i]) + tonumber(redis.call('GET', KEYS[i + 1]) or '0')
   lens[#lens + 1] = n
   queued = queued + n
 end
@@ -256,7 +257,7 @@ async def pressure(state: State) -> Pressure:
         slots = len(working)
         max_queued = slots * settings.pressure_queue_per_slot
         resume_at = math.floor(max_queued * settings.pressure_resume_ratio)
-        queue_keys = [keys.rq_queue_key(keys.queue_name(p, lane)) for p, lane in lanes]
+        queue_keys = [k for p, lane in lanes for k in keys.waiting(p, lane)]
         reply = await state.redis.eval(
             _PRESSURE_LUA,
             1 + len(queue_keys),

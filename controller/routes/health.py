@@ -54,12 +54,18 @@ async def health(state: State) -> JSONResponse:
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.ping()
-            for name in queues:
-                pipe.llen(keys.rq_queue_key(name))
+            for p in KNOWN_PROVIDERS:
+                for lane in Priority:
+                    rq_list, depth = keys.waiting(p, lane.value)
+                    pipe.llen(rq_list)
+                    pipe.get(depth)
             pipe.zcount(keys.AGENTS, time.time() - keys.AGENT_TTL_S, "+inf")
             replies = await pipe.execute()
         checks["redis"] = "ok"
-        checks["queues"] = dict(zip(queues, replies[1:-1], strict=True))
+        counts = replies[1:-1]
+        checks["queues"] = {
+            name: int(counts[2 * i]) + int(counts[2 * i + 1] or 0) for i, name in enumerate(queues)
+        }
         checks["agents"] = replies[-1]
     except (RedisError, OSError) as exc:
         checks["redis"] = f"error: {type(exc).__name__}"

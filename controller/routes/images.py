@@ -7,9 +7,9 @@ from fastapi.responses import RedirectResponse
 
 from controller.auth import CallerDep
 from controller.openapi import responses
-from controller.queueing import enqueue
 from controller.records import present
 from controller.state import State
+from controller.submission import Idempotency, IdempotencyKey, status_url
 from semantest.errors import ImageNotFound, JobNotFound
 from semantest.models import GenerateAccepted, GenerateRequest, JobRecord
 from semantest.storage import EXTENSIONS, content_type_of, parse_key
@@ -22,24 +22,41 @@ router = APIRouter(prefix="/images", tags=["images"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=GenerateAccepted,
     response_model_by_alias=True,
+    responses=responses(401, 409, 413, 422, 503),
 )
-async def generate(body: GenerateRequest, caller: CallerDep, state: State) -> GenerateAccepted:
-    """Queue one prompt; poll `statusUrl` for the result."""
+async def generate(
+    body: GenerateRequest,
+    caller: CallerDep,
+    state: State,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> GenerateAccepted:
+    """Queue one prompt; poll `statusUrl` for the result.
+
+    With an `Idempotency-Key`, repeating the same request returns the first answer (24 h).
+    """
     record = JobRecord(
         tenant=caller.tenant,
         provider=body.provider.value,
         prompt=body.prompt,
         options=body.options,
         priority=body.priority,
+        idempotency_key=idempotency_key,
     )
-    # The record exists before the job is on a queue, so an agent always finds it.
-    await state.jobs.create(record)
-    await enqueue(state.redis_sync, state.settings, record)
-    return GenerateAccepted(
-        job_id=record.id,
-        status=record.status,
-        status_url=f"{state.settings.controller_url}/api/v1/images/status/{record.id}",
+    answer = GenerateAccepted(
+        job_id=record.id, status=record.status, status_url=status_url(state, record.id)
     )
+    replay = await state.submitter.submit(
+        [record],
+        answer.model_dump(mode="json", by_alias=True),
+        idempotency=await Idempotency.from_request(request, idempotency_key),
+        tenant=caller.tenant,
+    )
+    if replay is not None:
+        return GenerateAccepted.model_validate(replay.answer)
+    if record.cached:  # answered from the result cache: already final
+        answer.status = record.status
+    return answer
 
 
 @router.get(

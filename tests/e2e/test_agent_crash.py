@@ -25,6 +25,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from agents.worker import CLAIM_ARGS, CLAIM_LUA, claim_keys
 from sandbox.render import render_png
 from semantest import keys
 from semantest.stack import Stack
@@ -189,10 +190,12 @@ def test_job_taken_by_an_agent_that_died_before_its_lease_is_requeued(
         # what an agent's slot worker does right before `generate` runs, then it "dies"
         queue = Queue(keys.queue_name("sandbox", "normal"), connection=r)
         ghost = SimpleWorker([queue], connection=r, name="ghost-agent/0@deadbeef")
-        dequeued = Queue.dequeue_any([queue], None, connection=r)
-        assert dequeued is not None and dequeued[0].id == job_id
-        ghost.prepare_execution(dequeued[0])
-        ghost.prepare_job_execution(dequeued[0])
+        claim = r.register_script(CLAIM_LUA)
+        _origin, claimed = claim(keys=claim_keys(ghost.name, "sandbox"), args=CLAIM_ARGS)
+        assert claimed.decode() == job_id
+        job = Job.fetch(job_id, connection=r)
+        ghost.prepare_execution(job)
+        ghost.prepare_job_execution(job)
         assert job_id in StartedJobRegistry(queue=queue)
 
         deadline = time.monotonic() + 10

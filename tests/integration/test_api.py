@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
+from rq.job import Job
 
 from semantest import keys
 
@@ -32,11 +33,14 @@ def test_generate_queues_a_job_in_rq_and_records_it(client: httpx.Client, redis_
     record = status.json()
     assert record["id"] == body["jobId"] and record["prompt"] == "a tiny robot"
     assert record["tenant"] == "admin" and record["images"] == [] and "createdAt" in record
-    # really on RQ's queue, by dotted path, under the same id
+    # waiting in the tenant's fair queue of its lane, as an RQ job of the same id (dotted path)
     r = redis.Redis.from_url(redis_url)
-    queue_key = keys.rq_queue_key(keys.queue_name("sandbox", "normal"))
+    queue_key = keys.fair_queue("sandbox", "normal", "admin")
     assert body["jobId"].encode() in r.lrange(queue_key, 0, -1)
-    assert r.hget(f"rq:job:{body['jobId']}", "description").decode().startswith(keys.GENERATE_FUNC)
+    assert b"admin" in r.lrange(keys.fair_ring("sandbox", "normal"), 0, -1)
+    job = Job.fetch(body["jobId"], connection=r)
+    assert job.func_name == keys.GENERATE_FUNC and job.args == (body["jobId"],)
+    assert job.get_status() == "queued" and job.origin == keys.queue_name("sandbox", "normal")
 
 
 @pytest.mark.parametrize(

@@ -87,8 +87,8 @@ class Fleet:
         return agent_id
 
     def queued(self) -> int:
-        lanes = [keys.queue_name(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority]
-        return sum(int(self.r.llen(keys.rq_queue_key(name))) for name in lanes)
+        waiting = [keys.waiting(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority]
+        return sum(int(self.r.llen(rq)) + int(self.r.get(depth) or 0) for rq, depth in waiting)
 
     def push(self, n: int) -> None:
         ids = [f"fake-{uuid.uuid4().hex}" for _ in range(n)]
