@@ -36,7 +36,7 @@ from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, TerminalRecord
 from semantest.models import JobRecord, JobStatus, Stage
 from semantest.redis_clients import async_client
-from semantest.storage import storage_from_settings
+from semantest.storage import LocalStorage, storage_from_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +70,8 @@ class AgentRuntime:
         self.redis: Redis
         self.jobs: JobStore
         self.storage = storage_from_settings(settings)
+        if isinstance(self.storage, LocalStorage):
+            self.storage.sweep_partial()  # what agents killed mid-write left
         account = agent_id  # one profile per agent; its login is the account
         self.slots = [
             Slot(

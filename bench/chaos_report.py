@@ -17,6 +17,7 @@ import redis
 
 from sandbox.render import render_png
 from semantest import keys
+from semantest.storage import PARTIAL_DIR
 
 FINAL = ("succeeded", "failed", "canceled")
 
@@ -271,7 +272,12 @@ def verify(
             if data != expected or hashlib.sha256(data).hexdigest() != image["sha256"]:
                 bad_bytes += 1
                 problems.append(f"job {job_id}: stored bytes of {image['key']} differ")
-    stored = {p.resolve() for p in images_dir.rglob("*") if p.is_file()}
+    # staged writes of agents killed mid-write are not images (swept at the next agent start)
+    stored = {
+        p.resolve()
+        for p in images_dir.rglob("*")
+        if p.is_file() and PARTIAL_DIR not in p.relative_to(images_dir).parts
+    }
     orphans = stored - named_files
     victims = reruns(kills, job_events)
     problems += [

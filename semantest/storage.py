@@ -10,9 +10,11 @@ never rewrites records. Imports nothing of ours beyond the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +107,19 @@ class Storage(Protocol):
         ...
 
 
+#: Sub-folder of the local root where writes are staged before their atomic rename; a process
+#: killed mid-write leaves its partial file there (never under a key), swept at agent start.
+PARTIAL_DIR = ".partial"
+#: Staged writes older than this are left-overs of a killed process.
+PARTIAL_MAX_AGE_S = 600
+
+
 class LocalStorage:
     """Images as files under one root folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.partial = root / PARTIAL_DIR
 
     def path_for(self, key: str) -> Path:
         """The file of a key (validated, so no key escapes the root)."""
@@ -122,11 +132,23 @@ class LocalStorage:
         path = self.root / key
         if not path.exists():
             await aiofiles.os.makedirs(path.parent, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            await aiofiles.os.makedirs(self.partial, exist_ok=True)
+            tmp = self.partial / f"{digest}.{uuid.uuid4().hex}.tmp"
             async with aiofiles.open(tmp, "wb") as f:
                 await f.write(data)
             await aiofiles.os.replace(tmp, path)
         return StoredObject(key=key, sha256=digest, size=len(data), content_type=content_type)
+
+    def sweep_partial(self, older_than_s: float = PARTIAL_MAX_AGE_S) -> int:
+        """Delete staged writes a killed process left behind; how many were deleted."""
+        swept = 0
+        cutoff = time.time() - older_than_s
+        for leftover in self.partial.glob("*.tmp") if self.partial.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    swept += 1
+        return swept
 
     async def get(self, key: str) -> bytes:
         """The bytes of a stored key."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,18 @@ def test_s3_prefix_is_a_folder_and_cdn_has_no_trailing_slash() -> None:
     )
     assert settings.s3_prefix == "imgs/" and settings.cdn_base_url == "https://cdn.example"
     assert Settings(s3_prefix="/").s3_prefix == ""
+
+
+def test_writes_are_staged_outside_the_keys_and_leftovers_swept(tmp_path: Path) -> None:
+    """A process killed mid-write leaves its partial file in `.partial/`, never under a key;
+    the sweep removes only staged files older than its threshold."""
+    storage = LocalStorage(tmp_path)
+    stored = asyncio.run(storage.put("t1", b"\x89PNG fake", "image/png"))
+    assert [p.name for p in (tmp_path / "t1").iterdir()] == [stored.key.split("/")[1]]
+    old = storage.partial / "dead.old.tmp"
+    fresh = storage.partial / "dead.fresh.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert storage.sweep_partial(older_than_s=600) == 1
+    assert not old.exists() and fresh.exists()
