@@ -65,10 +65,32 @@ def request_id(request: Request) -> str | None:
     return rid
 
 
-def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
-    """`("body", "options", "count")` → `"options.count"`; the whole body → `"body"`."""
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or (str(loc[0]) if loc else "body")
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def is_union_tag(part: Any) -> bool:
+    """Whether a loc part names a union member pydantic tried, not a field.
+
+    Wire fields are camelCase; pydantic tags members by class name (`BatchItem`) or by a
+    type tag (`constrained-str`, `function-after[...]`), which a client never sent.
+    """
+    return isinstance(part, str) and (part[:1].isupper() or "-" in part or "[" in part)
+
+
+def field_name(loc: tuple[Any, ...] | list[Any], *, sent_key: bool = False) -> str:
+    """`("body", "options", "count")` → `"options.count"`; the whole body → `"body"`.
+
+    Union members pydantic tried are left out: `("body", "prompts", 2, "BatchItem", "prompt")`
+    → `"prompts.2.prompt"`. With `sent_key` the last part is a key the client sent (an unknown
+    field), kept whatever it looks like.
+    """
+    parts = list(loc)
+    where = parts.pop(0) if parts and parts[0] in _LOCATIONS else None
+    last = [parts.pop()] if sent_key and parts else []
+    if where in (None, "body"):  # parameter names (`Idempotency-Key`) are never tags
+        parts = [p for p in parts if not is_union_tag(p)]
+    name = ".".join(str(p) for p in [*parts, *last])
+    return name or str(where or "body")
 
 
 def json_position(doc: str | bytes, pos: int) -> str:
@@ -120,7 +142,8 @@ def detail_of(error: dict[str, Any], body: Any, request: Request) -> dict[str, s
             return {"field": "body", "reason": reason}
         if error["type"] in _NOT_AN_OBJECT:
             return {"field": "body", "reason": f"expected a JSON object, got {json_type(body)}"}
-    return {"field": field_name(loc), "reason": str(error["msg"])}
+    name = field_name(loc, sent_key=error["type"] == "extra_forbidden")
+    return {"field": name, "reason": str(error["msg"])}
 
 
 def error_response(exc: SemantestError, request: Request) -> JSONResponse:

@@ -112,3 +112,16 @@ def test_no_answer_uses_a_code_outside_the_contract(client: httpx.Client) -> Non
     for reply in replies:
         assert reply.status_code in (404, 405, 422), reply.text
         assert error_of(reply)["code"] in API_CODES
+
+
+def test_fields_inside_unions_are_named_as_sent(client: httpx.Client) -> None:
+    reply = client.post("/api/v1/images/batch", json={"prompts": ["ok", {"prompt": ""}, 7]})
+    assert reply.status_code == 422
+    fields = {d["field"] for d in error_of(reply)["details"]}
+    assert fields == {"prompts.1", "prompts.1.prompt", "prompts.2"}, fields
+
+
+def test_unknown_fields_are_named_as_sent(client: httpx.Client) -> None:
+    reply = client.post(GENERATE, json={"prompt": "p", "Style-Hint": 1})
+    assert reply.status_code == 422
+    assert [d["field"] for d in error_of(reply)["details"]] == ["Style-Hint"]
