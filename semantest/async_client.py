@@ -21,11 +21,8 @@ from typing import overload
 import httpx
 
 from semantest.client_calls import (
-    BatchAccepted,
     BatchPrompt,
-    BatchSummary,
     Call,
-    JobPage,
     Options,
     Target,
     WaitTimeout,
@@ -52,7 +49,16 @@ from semantest.client_replies import (
     parse,
 )
 from semantest.errors import JobNotFound, NotFound
-from semantest.models import GenerateAccepted, ImageRecord, JobRecord, Priority, Provider
+from semantest.models import (
+    BatchAccepted,
+    BatchSummary,
+    GenerateAccepted,
+    ImageRecord,
+    JobPage,
+    JobRecord,
+    Priority,
+    Provider,
+)
 
 OnUpdate = Callable[[JobRecord | BatchSummary], object]
 

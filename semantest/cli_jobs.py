@@ -25,10 +25,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from semantest.client import Client
-from semantest.client_calls import DEFAULT_URL, BatchSummary, WaitTimeout
+from semantest.client_calls import DEFAULT_URL, WaitTimeout
 from semantest.client_replies import ApiError, ConnectionFailed
 from semantest.errors import NotFound, RateLimited, SemantestError, Unauthorized, Unavailable
-from semantest.models import JobRecord, JobStatus, Priority
+from semantest.models import BatchSummary, JobRecord, JobStatus, Priority
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERRUPTED = (
     0,

@@ -24,11 +24,8 @@ from typing import overload
 import httpx
 
 from semantest.client_calls import (
-    BatchAccepted,
     BatchPrompt,
-    BatchSummary,
     Call,
-    JobPage,
     Options,
     Target,
     WaitTimeout,
@@ -47,6 +44,9 @@ from semantest.client_calls import (
     target_of,
 )
 from semantest.client_replies import (
+    ApiError,
+    ConnectionFailed,
+    ImageMismatch,
     M,
     RetryPolicy,
     check_image,
@@ -55,7 +55,19 @@ from semantest.client_replies import (
     parse,
 )
 from semantest.errors import JobNotFound, NotFound
-from semantest.models import GenerateAccepted, ImageRecord, JobRecord, Priority, Provider
+from semantest.models import (
+    BatchAccepted,
+    BatchSummary,
+    GenerateAccepted,
+    ImageRecord,
+    JobPage,
+    JobRecord,
+    Priority,
+    Provider,
+)
+
+#: The client's own exceptions (the server's are in `semantest.errors`).
+__all__ = ["ApiError", "Client", "ConnectionFailed", "ImageMismatch", "WaitTimeout"]
 
 OnUpdate = Callable[[JobRecord | BatchSummary], object]
 

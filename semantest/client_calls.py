@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 
 from semantest.models import (
-    CamelModel,
+    BatchAccepted,
+    BatchSummary,
     GenerateAccepted,
     ImageRecord,
     JobOptions,
@@ -37,34 +38,6 @@ API = "/api/v1"
 Options = JobOptions | Mapping[str, Any]
 #: One prompt of a batch: its text, or `{"prompt", "provider"?, "options"?}`.
 BatchPrompt = str | Mapping[str, Any]
-
-
-class BatchAccepted(CamelModel):
-    """Answer to an accepted batch (202). Until `semantest.models` has it."""
-
-    batch_id: str
-    job_ids: list[str]
-    status_url: str
-
-
-class BatchSummary(CamelModel):
-    """`GET /batches/{batchId}`. Until `semantest.models` has it."""
-
-    batch_id: str
-    status: str
-    total: int
-    counts: dict[str, int]
-    progress: int
-    done: bool
-    created_at: float
-    jobs: list[JobRecord]
-
-
-class JobPage(CamelModel):
-    """`GET /jobs`. Until `semantest.models` has it."""
-
-    jobs: list[JobRecord]
-    next_cursor: str | None = None
 
 
 class WaitTimeout(TimeoutError):

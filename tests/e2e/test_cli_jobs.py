@@ -71,6 +71,38 @@ def test_submit_prints_the_id_then_status_and_wait_read_it(stack: Stack) -> None
     assert job_id in shown.stdout and sha_of(prompt) in shown.stdout
 
 
+def test_batch_file_json_prints_the_final_records(stack: Stack, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    prompts = [f"cli batch heron {tag}", f"cli batch otter {tag}", f"cli batch wren {tag}"]
+    file = tmp_path / "prompts.txt"
+    file.write_text("\n".join([prompts[0], "", prompts[1], "   ", prompts[2], ""]))
+    done = run(stack, "batch", str(file), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = parsed(done)
+    assert summary["done"] is True and summary["total"] == 3
+    assert summary["counts"]["succeeded"] == 3
+    by_prompt = {job["prompt"]: job for job in summary["jobs"]}
+    for prompt in prompts:
+        assert by_prompt[prompt]["status"] == "succeeded"
+        assert by_prompt[prompt]["images"][0]["sha256"] == sha_of(prompt)
+    assert f"batch {summary['batchId']}" in done.stderr
+    # the same batch by id, human-readable
+    shown = run(stack, "status", summary["batchId"])
+    assert shown.returncode == 0 and f"batch {summary['batchId']}  100%" in shown.stdout
+
+
+def test_batch_from_stdin_without_waiting(stack: Stack) -> None:
+    done = run(stack, "batch", "-", "--no-wait", "--json", stdin="stdin one\nstdin two\n")
+    assert done.returncode == 0, done.stderr
+    accepted = parsed(done)
+    assert len(accepted["jobIds"]) == 2
+    waited = run(stack, "wait", accepted["batchId"], "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert parsed(waited)["done"] is True
+    empty = run(stack, "batch", "-", stdin="\n  \n")
+    assert empty.returncode == 2 and "no prompts" in empty.stderr
+
+
 def test_a_failed_job_exits_1_and_says_why(stack: Stack) -> None:
     httpx.post(f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "refusal"})
     done = run(stack, "submit", "please refuse this", "--wait")
@@ -91,3 +123,15 @@ def test_errors_are_messages_not_tracebacks(stack: Stack) -> None:
     assert down.returncode == 3 and "cannot reach the controller" in down.stderr
     for done in (invalid, refused, missing, down):
         assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_cancel_a_running_job_then_a_finished_one(stack: Stack) -> None:
+    httpx.post(f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "hang"})
+    job_id = run(stack, "submit", "hangs until canceled").stdout.strip()
+    timed_out = run(stack, "wait", job_id, "--timeout", "1")
+    assert timed_out.returncode == 124 and "gave up waiting" in timed_out.stderr
+    canceled = run(stack, "cancel", job_id, "--json")
+    assert canceled.returncode == 0, canceled.stderr
+    assert parsed(canceled)["status"] == "canceled"
+    again = run(stack, "cancel", job_id)
+    assert again.returncode == 3 and "CONFLICT" in again.stderr

@@ -19,21 +19,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+import redis
 
 import semantest
 from sandbox.render import render_png
-from semantest.client_replies import ConnectionFailed, ImageMismatch
+from semantest.client import ConnectionFailed, ImageMismatch, WaitTimeout
 from semantest.errors import (
+    Conflict,
     JobNotFound,
     RateLimited,
     Unauthorized,
     Unavailable,
     ValidationError,
 )
-from semantest.models import ImageRecord, JobRecord, JobStatus
+from semantest.models import BatchSummary, GenerateAccepted, ImageRecord, JobRecord, JobStatus
 from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
+from tests.e2e.conftest import stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +115,98 @@ def test_error_codes_become_their_classes(stack: Stack, sdk: semantest.Client) -
     ):
         nobody.status("whatever")
     assert time.monotonic() - started < 5
+
+
+def test_wait_gives_up_after_its_timeout(sdk: semantest.Client, stack: Stack) -> None:
+    httpx.post(f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "hang"})
+    accepted = sdk.generate("this one hangs")
+    try:
+        with pytest.raises(WaitTimeout) as gave_up:
+            sdk.wait(accepted, timeout=0.5)
+        assert isinstance(gave_up.value.last, JobRecord)
+        assert not gave_up.value.last.status.terminal
+    finally:
+        canceled = sdk.cancel(accepted.job_id)
+    assert canceled.status is JobStatus.CANCELED
+    after = sdk.wait(sdk.generate("the slot is free again"), timeout=60)
+    assert after.status is JobStatus.SUCCEEDED, after.error
+
+
+# --- batches, listing, cancel, idempotency ---------------------------------------------------
+
+
+def test_batch_wait_and_list(sdk: semantest.Client) -> None:
+    tag = uuid.uuid4().hex[:6]
+    prompts: list[Any] = [f"batch fox {tag}", {"prompt": f"batch owl {tag}", "options": {}}]
+    prompts.append(f"batch hare {tag}")
+    accepted = sdk.batch(prompts, priority="high")
+    assert len(accepted.job_ids) == 3
+    updates: list[int] = []
+    summary = sdk.wait(accepted, timeout=90, on_update=lambda s: updates.append(s.progress))
+    assert isinstance(summary, BatchSummary) and summary.done and summary.total == 3
+    assert summary.counts.get("succeeded") == 3 and updates[-1] == 100
+    by_id = {job.id: job for job in summary.jobs}
+    texts = [p if isinstance(p, str) else p["prompt"] for p in prompts]
+    for job_id, prompt in zip(accepted.job_ids, texts, strict=True):
+        assert by_id[job_id].images[0].sha256 == sha(render_png(prompt))
+        assert by_id[job_id].priority.value == "high"
+    # the listing walks pages of 2, newest first, and sees exactly this batch's jobs
+    listed = list(sdk.jobs(batch_id=accepted.batch_id, page_size=2))
+    assert sorted(j.id for j in listed) == sorted(accepted.job_ids)
+    assert [j.created_at for j in listed] == sorted((j.created_at for j in listed), reverse=True)
+    assert len(list(sdk.jobs(batch_id=accepted.batch_id, limit=1))) == 1
+    # an id alone: status and wait find the batch
+    assert isinstance(sdk.wait(accepted.batch_id, timeout=5), BatchSummary)
+
+
+def test_cancel_and_conflict(sdk: semantest.Client) -> None:
+    done = sdk.wait(sdk.generate("finished before the cancel"), timeout=60)
+    with pytest.raises(Conflict):
+        sdk.cancel(done.id)
+    accepted = sdk.batch([f"to cancel {i}" for i in range(6)], priority="low")
+    summary = sdk.cancel_batch(accepted.batch_id)
+    final = sdk.wait(summary, timeout=60)
+    assert final.done and final.total == 6
+    assert {j.status for j in final.jobs} <= {JobStatus.SUCCEEDED, JobStatus.CANCELED}
+
+
+def test_idempotency_key_returns_the_first_job(sdk: semantest.Client) -> None:
+    key = uuid.uuid4().hex
+    first = sdk.generate("only once", idempotency_key=key)
+    again = sdk.generate("only once", idempotency_key=key)
+    assert again.job_id == first.job_id
+    batch = sdk.batch(["once a", "once b"], idempotency_key=key + "-batch")
+    assert sdk.batch(["once a", "once b"], idempotency_key=key + "-batch") == batch
+
+
+@pytest.fixture(scope="module")
+def narrow_lane(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A controller whose lanes hold two waiting jobs, and no agent to take them."""
+    settings = stack_settings(redis_url, 40, tmp_path_factory.mktemp("narrow"), lane_capacity=2)
+    redis.Redis.from_url(settings.redis_url or "").flushdb()
+    with Stack(settings, agents=0) as running:
+        yield running
+
+
+def test_a_full_lane_is_waited_out_after_retry_after(narrow_lane: Stack) -> None:
+    with semantest.Client(narrow_lane.url, ADMIN_KEY, retries=0) as impatient:
+        waiting = [impatient.generate(f"waits {i}") for i in range(2)]
+        with pytest.raises(Unavailable) as full:
+            impatient.generate("one too many")
+    retry_after = full.value.retry_after_s
+    assert retry_after >= 1 and "priority" in {d["field"] for d in full.value.details}
+    got_in: list[tuple[GenerateAccepted, float]] = []
+    with semantest.Client(narrow_lane.url, ADMIN_KEY, retries=2) as patient:
+        started = time.monotonic()
+        submit = threading.Thread(
+            target=lambda: got_in.append((patient.generate("gets in"), time.monotonic()))
+        )
+        submit.start()
+        time.sleep(0.5)
+        assert patient.cancel(waiting[0].job_id).status is JobStatus.CANCELED  # one place frees
+        submit.join(retry_after * 3)
+    ((accepted, at),) = got_in
+    assert accepted.status is JobStatus.QUEUED and at - started >= retry_after
 
 
 # --- retries, against a scripted server -------------------------------------------------------
