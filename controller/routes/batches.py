@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request, status
 
 from controller.auth import CallerDep
 from controller.cancels import cancel_job
-from controller.openapi import responses
+from controller.examples import BATCH_ACCEPTED, BATCH_SUMMARY
+from controller.openapi import responses, success
 from controller.records import present_all
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey
@@ -70,7 +71,8 @@ _SUBMIT = {
     "status_code": status.HTTP_202_ACCEPTED,
     "response_model": BatchAccepted,
     "response_model_by_alias": True,
-    "responses": responses(401, 409, 413, 422, 503),
+    "responses": success(202, BATCH_ACCEPTED, description="Queued.")
+    | responses(401, 409, 413, 422, 503),
 }
 
 
@@ -140,7 +142,7 @@ async def summary(state: AppState, batch: dict[str, object]) -> BatchSummary:
     "/batches/{batch_id}",
     response_model=BatchSummary,
     response_model_by_alias=True,
-    responses=responses(401, 404),
+    responses=success(200, BATCH_SUMMARY, description="The batch.") | responses(401, 404),
 )
 async def batch_status(batch_id: str, caller: CallerDep, state: State) -> BatchSummary:
     """The batch: counts by status, progress (0-100), whether it is done, and its jobs."""
@@ -151,7 +153,8 @@ async def batch_status(batch_id: str, caller: CallerDep, state: State) -> BatchS
     "/batches/{batch_id}/cancel",
     response_model=BatchSummary,
     response_model_by_alias=True,
-    responses=responses(401, 404),
+    responses=success(200, BATCH_SUMMARY, description="The batch after canceling.")
+    | responses(401, 404),
 )
 async def cancel_batch(batch_id: str, caller: CallerDep, state: State) -> BatchSummary:
     """Cancel every job of the batch that is not final yet; final ones keep their status."""

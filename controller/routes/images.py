@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from controller.auth import CallerDep
-from controller.openapi import responses
+from controller.examples import GENERATE_ACCEPTED, JOB_RECORD
+from controller.openapi import responses, success
 from controller.records import present
 from controller.state import State
 from controller.submission import Idempotency, IdempotencyKey, status_url
@@ -22,7 +23,8 @@ router = APIRouter(prefix="/images", tags=["images"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=GenerateAccepted,
     response_model_by_alias=True,
-    responses=responses(401, 409, 413, 422, 503),
+    responses=success(202, GENERATE_ACCEPTED, description="Queued.")
+    | responses(401, 409, 413, 422, 503),
 )
 async def generate(
     body: GenerateRequest,
@@ -63,7 +65,8 @@ async def generate(
     "/status/{job_id}",
     response_model=JobRecord,
     response_model_by_alias=True,
-    responses=responses(401, 404),
+    responses=success(200, JOB_RECORD, description="The job record.")
+    | responses(401, 404, example_code="JOB_NOT_FOUND"),
 )
 async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
     """The job record, image URLs filled; another tenant's job is indistinguishable from a
@@ -81,7 +84,7 @@ async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
         200: {"content": {ct: {} for ct in EXTENSIONS}, "description": "The image bytes."},
         302: {"description": "S3 storage: redirect to a presigned GET URL of the image."},
         304: {"description": "`If-None-Match` matched: the image did not change."},
-        **responses(401, 404),
+        **responses(401, 404, example_code="IMAGE_NOT_FOUND"),
     },
 )
 async def image(key: str, request: Request, caller: CallerDep, state: State) -> Response:

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 
 from controller.auth import CallerDep
 from controller.cancels import cancel_job
-from controller.openapi import responses
+from controller.examples import JOB_CANCELED, JOB_PAGE
+from controller.openapi import responses, success
 from controller.records import present, present_all
 from controller.routes.batches import load_batch
 from controller.state import AppState, State
@@ -29,7 +30,8 @@ _MAX_SCANNED = 2000
     "/jobs/{job_id}/cancel",
     response_model=JobRecord,
     response_model_by_alias=True,
-    responses=responses(401, 404, 409),
+    responses=success(200, JOB_CANCELED, description="The canceled job.")
+    | responses(401, 404, 409, example_code="JOB_NOT_FOUND"),
 )
 async def cancel(job_id: str, caller: CallerDep, state: State) -> JobRecord:
     """Cancel a job: a queued one never runs, a running one is stopped and its slot freed.
@@ -43,7 +45,7 @@ async def cancel(job_id: str, caller: CallerDep, state: State) -> JobRecord:
     "/jobs",
     response_model=JobPage,
     response_model_by_alias=True,
-    responses=responses(401, 404, 422),
+    responses=success(200, JOB_PAGE, description="A page of jobs.") | responses(401, 404, 422),
 )
 async def list_jobs(
     caller: CallerDep,
