@@ -11,7 +11,7 @@ from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers, openapi
 from controller.middleware import RequestContext
-from controller.routes import addons, batches, fleet, health, images, jobs
+from controller.routes import addons, batches, chat, fleet, health, images, jobs
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from controller.submission import Submitter
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, batches, jobs, addons, health, fleet):
+    for module in (images, batches, jobs, chat, addons, health, fleet):
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)
