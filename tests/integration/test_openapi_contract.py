@@ -1,0 +1,174 @@
+"""The API keeps the contract `/openapi.json` states: schemathesis, every check, every operation.
+
+Runs the same checks as `schemathesis run /openapi.json --checks all` (all are on by default;
+`CONFIG` widens one expectation of one operation, and says why): per operation its examples,
+coverage and fuzzing phases (`test_operation`), then the stateful phase over the links
+schemathesis infers (submit a job, read its status: `test_stateful`).
+Against the real controller over HTTP with real Redis, authenticated with the test admin key;
+no agent runs, so submitted jobs just stay queued. Examples are bounded to keep the file well
+under a minute. No operation is excluded: the controller serves no WebSocket (the bridge lives
+in the agent), so every route is in the document.
+
+The schema is the in-process app's document, loaded when the module is imported: schemathesis'
+lazy `from_fixture` loader does not work with this pytest (it sets `Node._nodeid`, which pytest
+9.2 removed). `test_served_document_is_the_one_tested` keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import Case
+from schemathesis.config import SchemathesisConfig
+
+from controller.app import create_app
+from controller.openapi import API_CODES
+from semantest.config import Settings
+from tests.conftest import ADMIN_KEY
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+DOCUMENT: dict[str, Any] = create_app(Settings()).openapi()
+#: Every check on, as `--checks all`, with one stated exception: `GET /api/v1/jobs` refuses a
+#: `cursor` it did not issue (422 VALIDATION_ERROR, field `cursor`), and no schema can say which
+#: strings the server issued, so a well-formed but foreign cursor may be refused there.
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "operations": [
+            {
+                "include-path": "/api/v1/jobs",
+                "include-method": "GET",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "3xx", 401, 403, 404, 409, 422, 429, "5xx"]
+                    }
+                },
+            }
+        ]
+    }
+)
+#: A copy: schemathesis writes into the document it is given (the links it infers).
+schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=CONFIG)
+
+#: Bounded: ~25 generated requests per operation and phase, no per-example deadline (the first
+#: request of a run may wait on a cold connection pool), no example database on disk.
+BOUNDED = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schema.parametrize()
+@BOUNDED
+def test_operation(case: Case, controller_url: str) -> None:
+    case.call_and_validate(base_url=controller_url, headers=AUTH)
+
+
+def test_stateful(controller_url: str) -> None:
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]  # a class built at runtime
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            return {"base_url": controller_url, "headers": AUTH}
+
+    Machine.run(
+        settings=settings(BOUNDED, max_examples=15, stateful_step_count=6),
+    )
+
+
+def test_served_document_is_the_one_tested(anon: httpx.Client) -> None:
+    assert anon.get("/openapi.json").json() == DOCUMENT
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, ops in DOCUMENT["paths"].items()
+        for method, operation in ops.items()
+    ]
+
+
+def test_every_answer_is_documented_with_an_example() -> None:
+    missing = []
+    for method, path, operation in operations():
+        for status, answer in operation["responses"].items():
+            contents = answer.get("content") or {}
+            if int(status) in (204, 302, 304) and not contents:
+                continue  # no body to show
+            # Image bytes have no example worth showing; JSON and text answers do.
+            shown = {t: m for t, m in contents.items() if not t.startswith("image/")}
+            if not contents or any(
+                "example" not in media and not media.get("examples") for media in shown.values()
+            ):
+                missing.append(f"{method} {path} {status}")
+    assert not missing, "answers without an example: " + ", ".join(missing)
+
+
+def validator_of(media: dict[str, Any]) -> Any:
+    root = {**media.get("schema", {}), "components": DOCUMENT["components"]}
+    return jsonschema_rs.validator_for(root)
+
+
+def test_examples_agree_with_their_schemas() -> None:
+    wrong = []
+    for method, path, operation in operations():
+        for status, answer in operation["responses"].items():
+            for media_type, media in (answer.get("content") or {}).items():
+                if "schema" not in media or not media_type.endswith("json"):
+                    continue
+                values = [media["example"]] if "example" in media else []
+                values += [e["value"] for e in media.get("examples", {}).values()]
+                validator = validator_of(media)
+                wrong += [
+                    f"{method} {path} {status}: {error.message}"
+                    for value in values
+                    for error in validator.iter_errors(value)
+                ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_errors_are_the_envelope_with_a_contract_code() -> None:
+    codes = {
+        "VALIDATION_ERROR",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "DOMAIN_NOT_ALLOWED",
+        "NOT_FOUND",
+        "JOB_NOT_FOUND",
+        "ADDON_NOT_FOUND",
+        "IMAGE_NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+        "CONFLICT",
+        "PAYLOAD_TOO_LARGE",
+        "RATE_LIMITED",
+        "UNAVAILABLE",
+        "INTERNAL_ERROR",
+    }
+    assert set(API_CODES) == codes
+    assert "HTTPValidationError" not in str(DOCUMENT)
+    for method, path, operation in operations():
+        for status, answer in operation["responses"].items():
+            if int(status) < 400 or path.endswith("/health"):
+                continue
+            media = answer["content"]["application/json"]
+            assert media["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}, (
+                f"{method} {path} {status}"
+            )
+
+
+def test_routes_document_what_their_shape_implies() -> None:
+    for method, path, operation in operations():
+        answers = operation["responses"]
+        if "requestBody" in operation:
+            assert {"413", "422"} <= set(answers), f"{method} {path}"
+        if operation.get("security") and {} not in operation["security"]:
+            assert "401" in answers, f"{method} {path}"
+    public = {path for _, path, op in operations() if not op.get("security")}
+    assert {"/api/v1/health", "/api/v1/pressure"} <= public
