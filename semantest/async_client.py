@@ -56,6 +56,7 @@ from semantest.models import (
     ImageRecord,
     JobPage,
     JobRecord,
+    JobStatus,
     Priority,
     Provider,
 )
@@ -164,7 +165,7 @@ class AsyncClient:
     async def jobs(
         self,
         *,
-        status: str | None = None,
+        status: JobStatus | str | None = None,
         batch_id: str | None = None,
         limit: int | None = None,
         page_size: int = 100,

@@ -62,6 +62,7 @@ from semantest.models import (
     ImageRecord,
     JobPage,
     JobRecord,
+    JobStatus,
     Priority,
     Provider,
 )
@@ -173,7 +174,7 @@ class Client:
     def jobs(
         self,
         *,
-        status: str | None = None,
+        status: JobStatus | str | None = None,
         batch_id: str | None = None,
         limit: int | None = None,
         page_size: int = 100,

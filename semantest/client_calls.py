@@ -26,6 +26,7 @@ from semantest.models import (
     ImageRecord,
     JobOptions,
     JobRecord,
+    JobStatus,
     Priority,
     Provider,
 )
@@ -86,8 +87,8 @@ class Call:
     follow_redirects: bool = False
 
 
-def _value(choice: Provider | Priority | str) -> str:
-    return choice.value if isinstance(choice, Provider | Priority) else choice
+def _value(choice: Provider | Priority | JobStatus | str) -> str:
+    return choice.value if isinstance(choice, Provider | Priority | JobStatus) else choice
 
 
 def _options(options: Options | None) -> dict[str, Any] | None:
@@ -168,12 +169,12 @@ def cancel_batch_call(batch_id: str) -> Call:
 
 
 def jobs_call(
-    *, status: str | None, batch_id: str | None, page_size: int, cursor: str | None
+    *, status: JobStatus | str | None, batch_id: str | None, page_size: int, cursor: str | None
 ) -> Call:
     """`GET /jobs`, one page, newest first."""
     params: dict[str, str | int] = {"limit": page_size}
     if status is not None:
-        params["status"] = status
+        params["status"] = _value(status)
     if batch_id is not None:
         params["batchId"] = batch_id
     if cursor is not None:

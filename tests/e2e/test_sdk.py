@@ -155,6 +155,9 @@ def test_batch_wait_and_list(sdk: semantest.Client) -> None:
     assert sorted(j.id for j in listed) == sorted(accepted.job_ids)
     assert [j.created_at for j in listed] == sorted((j.created_at for j in listed), reverse=True)
     assert len(list(sdk.jobs(batch_id=accepted.batch_id, limit=1))) == 1
+    succeeded = sdk.jobs(batch_id=accepted.batch_id, status=JobStatus.SUCCEEDED)
+    assert len(list(succeeded)) == 3
+    assert list(sdk.jobs(batch_id=accepted.batch_id, status="failed")) == []
     # an id alone: status and wait find the batch
     assert isinstance(sdk.wait(accepted.batch_id, timeout=5), BatchSummary)
 
