@@ -23,6 +23,7 @@ import httpx
 from semantest.client_calls import (
     BatchPrompt,
     Call,
+    JobPages,
     Options,
     Target,
     WaitTimeout,
@@ -35,7 +36,6 @@ from semantest.client_calls import (
     download_call,
     finished,
     generate_call,
-    jobs_call,
     poll_intervals,
     status_call,
     target_of,
@@ -172,20 +172,10 @@ class AsyncClient:
     ) -> AsyncIterator[JobRecord]:
         """The caller's jobs, newest first, fetched a page at a time as you iterate; at most
         `limit` of them (all when None)."""
-        cursor: str | None = None
-        left = limit
-        while left is None or left > 0:
-            size = page_size if left is None else min(page_size, left)
-            call = jobs_call(status=status, batch_id=batch_id, page_size=size, cursor=cursor)
-            page = await self._read(JobPage, call)
-            records = page.jobs if left is None else page.jobs[:left]
-            for record in records:
+        pages = JobPages(status=status, batch_id=batch_id, limit=limit, page_size=page_size)
+        while (call := pages.next_call()) is not None:
+            for record in pages.take(await self._read(JobPage, call)):
                 yield record
-            if left is not None:
-                left -= len(records)
-            cursor = page.next_cursor
-            if cursor is None or not page.jobs:
-                return
 
     @overload
     async def wait(

@@ -27,7 +27,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from semantest.client import Client
 from semantest.client_calls import DEFAULT_URL, WaitTimeout
 from semantest.client_replies import ApiError, ConnectionFailed
-from semantest.errors import NotFound, RateLimited, SemantestError, Unauthorized, Unavailable
+from semantest.errors import (
+    JobNotFound,
+    NotFound,
+    RateLimited,
+    SemantestError,
+    Unauthorized,
+    Unavailable,
+)
 from semantest.models import BatchSummary, JobRecord, JobStatus, Priority
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERRUPTED = (
@@ -156,10 +163,7 @@ def status(
 ) -> None:
     """Show a job or a batch as it is now."""
     with _client(url, api_key) as client:
-        try:
-            current: JobRecord | BatchSummary = client.status(ident)
-        except NotFound:
-            current = _batch_or_missing(lambda: client.batch_status(ident), ident)
+        current = _job_or_batch(ident, client.status, client.batch_status)
     _show(current, as_json)
 
 
@@ -184,10 +188,7 @@ def cancel(
 ) -> None:
     """Cancel a queued or running job, or every unfinished job of a batch."""
     with _client(url, api_key) as client:
-        try:
-            current: JobRecord | BatchSummary = client.cancel(ident)
-        except NotFound:
-            current = _batch_or_missing(lambda: client.cancel_batch(ident), ident)
+        current = _job_or_batch(ident, client.cancel, client.cancel_batch)
     _show(current, as_json)
 
 
@@ -234,12 +235,19 @@ def _explain(exc: SemantestError, url: str) -> None:
         err.print(f"  [dim]{escape(note)}[/]")
 
 
-def _batch_or_missing(read: Callable[[], BatchSummary], ident: str) -> BatchSummary:
+def _job_or_batch(
+    ident: str, job: Callable[[str], JobRecord], batch: Callable[[str], BatchSummary]
+) -> JobRecord | BatchSummary:
+    """`job(ident)`, else `batch(ident)` when no job has that id; `JobNotFound` (reported by
+    `_client`) when neither has it."""
     try:
-        return read()
+        return job(ident)
     except NotFound:
-        err.print(f"[red]JOB_NOT_FOUND[/]: no job or batch {escape(ident)!r}")
-        raise typer.Exit(EXIT_REFUSED) from None
+        pass
+    try:
+        return batch(ident)
+    except NotFound:
+        raise JobNotFound(f"no job or batch {ident!r}") from None
 
 
 def _options(

@@ -26,6 +26,7 @@ import httpx
 from semantest.client_calls import (
     BatchPrompt,
     Call,
+    JobPages,
     Options,
     Target,
     WaitTimeout,
@@ -38,7 +39,6 @@ from semantest.client_calls import (
     download_call,
     finished,
     generate_call,
-    jobs_call,
     poll_intervals,
     status_call,
     target_of,
@@ -181,19 +181,9 @@ class Client:
     ) -> Iterator[JobRecord]:
         """The caller's jobs, newest first, fetched a page at a time as you iterate; at most
         `limit` of them (all when None)."""
-        cursor: str | None = None
-        left = limit
-        while left is None or left > 0:
-            size = page_size if left is None else min(page_size, left)
-            call = jobs_call(status=status, batch_id=batch_id, page_size=size, cursor=cursor)
-            page = self._read(JobPage, call)
-            records = page.jobs if left is None else page.jobs[:left]
-            yield from records
-            if left is not None:
-                left -= len(records)
-            cursor = page.next_cursor
-            if cursor is None or not page.jobs:
-                return
+        pages = JobPages(status=status, batch_id=batch_id, limit=limit, page_size=page_size)
+        while (call := pages.next_call()) is not None:
+            yield from pages.take(self._read(JobPage, call))
 
     @overload
     def wait(

@@ -25,6 +25,7 @@ from semantest.models import (
     GenerateAccepted,
     ImageRecord,
     JobOptions,
+    JobPage,
     JobRecord,
     JobStatus,
     Priority,
@@ -180,6 +181,37 @@ def jobs_call(
     if cursor is not None:
         params["cursor"] = cursor
     return Call("GET", f"{API}/jobs", params=params)
+
+
+@dataclass
+class JobPages:
+    """How far `jobs()` got through the caller's job list: the call for the next page, and
+    which records of a page to hand out (at most `limit` in all, None: every one)."""
+
+    status: JobStatus | str | None
+    batch_id: str | None
+    limit: int | None
+    page_size: int
+    cursor: str | None = None
+    ended: bool = False
+
+    def next_call(self) -> Call | None:
+        """The next page's call, or None when there is nothing more to read."""
+        if self.ended or (self.limit is not None and self.limit <= 0):
+            return None
+        size = self.page_size if self.limit is None else min(self.page_size, self.limit)
+        return jobs_call(
+            status=self.status, batch_id=self.batch_id, page_size=size, cursor=self.cursor
+        )
+
+    def take(self, page: JobPage) -> list[JobRecord]:
+        """The records of `page` to hand out; remembers where the next page starts."""
+        records = page.jobs if self.limit is None else page.jobs[: self.limit]
+        if self.limit is not None:
+            self.limit -= len(records)
+        self.cursor = page.next_cursor
+        self.ended = self.cursor is None or not page.jobs
+        return records
 
 
 def _segment(ident: str) -> str:

@@ -86,6 +86,8 @@ async def test_async_client_runs_jobs_concurrently(stack: Stack) -> None:
             assert record.status is JobStatus.SUCCEEDED, record.error
             data = await client.download(record.images[0])
             assert data == render_png(prompt)
+        newest = [job.id async for job in client.jobs(limit=3, page_size=2)]
+    assert sorted(newest) == sorted(a.job_id for a in accepted)
 
 
 def test_validation_errors_name_the_field(sdk: semantest.Client) -> None:
