@@ -74,7 +74,12 @@ class CamelModel(BaseModel):
     )
 
 
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+#: Surrounding whitespace is stripped; the pattern says in the schema what stripping implies
+#: (at least one other character), so a prompt the schema accepts is never refused.
+Prompt = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000, pattern=r"\S"),
+]
 
 
 class JobOptions(CamelModel):

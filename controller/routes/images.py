@@ -78,7 +78,9 @@ async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
 
 
 @router.get(
-    "/{key:path}",
+    # two segments, as keys are `<tenant>/<sha256>.<ext>`: `/images/batch`, `/images/generate`
+    # and the like stay other routes' (405 for a wrong method, not a missing image)
+    "/{tenant}/{name}",
     response_class=Response,
     responses={
         200: {"content": {ct: {} for ct in EXTENSIONS}, "description": "The image bytes."},
@@ -87,9 +89,12 @@ async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
         **responses(401, 404, example_code="IMAGE_NOT_FOUND"),
     },
 )
-async def image(key: str, request: Request, caller: CallerDep, state: State) -> Response:
+async def image(
+    tenant: str, name: str, request: Request, caller: CallerDep, state: State
+) -> Response:
     """The stored image: its bytes (local storage) or a redirect to a presigned URL (S3). Keys
     are content addresses, so the ETag is the sha256."""
+    key = f"{tenant}/{name}"
     tenant, digest, _ext = parse_key(key)
     if tenant != caller.tenant:
         raise ImageNotFound(f"no image {key!r}")

@@ -122,9 +122,16 @@ def test_x_api_key_header_works_too(anon: httpx.Client) -> None:
 
 
 def test_images_of_other_tenants_and_bad_keys_are_404(client: httpx.Client) -> None:
-    for key in ("other/" + "0" * 64 + ".png", "admin/" + "0" * 64 + ".png", "..%2F..%2Fetc"):
+    for key in ("other/" + "0" * 64 + ".png", "admin/" + "0" * 64 + ".png", "admin/not-a-key.png"):
         reply = client.get(f"/api/v1/images/{key}")
         assert reply.status_code == 404 and error_of(reply)["code"] == "IMAGE_NOT_FOUND"
+    # a path that is no image key is no route: other routes under /images keep their answers
+    traversal = client.get("/api/v1/images/..%2F..%2Fetc")
+    assert traversal.status_code == 404 and error_of(traversal)["code"] == "NOT_FOUND"
+    wrong_method = client.get("/api/v1/images/generate")
+    assert (
+        wrong_method.status_code == 405 and error_of(wrong_method)["code"] == "METHOD_NOT_ALLOWED"
+    )
 
 
 def test_health_reports_redis_queues_agents(anon: httpx.Client) -> None:
