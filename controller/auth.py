@@ -17,11 +17,20 @@ from controller.state import State, hash_key
 from semantest.errors import Unauthorized
 
 
+#: Every scope a key or token can carry.
+SCOPES = frozenset({"jobs:write", "jobs:read", "addons:read", "addons:publish", "admin"})
+
+
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller."""
+    """An authenticated caller: whose data it sees, which key or token, its plan and scopes."""
 
     tenant: str
+    #: The key's visible prefix (never the key), `jwt:<jti or sub>` for a token.
+    key_id: str = "bootstrap"
+    #: Rate-limit plan of the tenant (`standard`, `partner`).
+    plan: str = "partner"
+    scopes: frozenset[str] = SCOPES
 
 
 def presented_key(request: Request) -> str | None:
