@@ -52,8 +52,14 @@ def authenticate(request: Request, state: State) -> Caller:
     digest = hash_key(key)
     for known, tenant in state.key_hashes.items():
         if hmac.compare_digest(known, digest):
-            return Caller(tenant=tenant)
+            return remember(request, Caller(tenant=tenant))
     raise Unauthorized("unknown API key")
+
+
+def remember(request: Request, caller: Caller) -> Caller:
+    """Keep the caller on the request, for the audit log (controller/audit.py)."""
+    request.state.caller = caller
+    return caller
 
 
 def authenticate_addons(request: Request, state: State) -> Caller | None:
