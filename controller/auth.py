@@ -16,7 +16,6 @@ from fastapi import Depends, Request
 from controller.state import State, hash_key
 from semantest.errors import Unauthorized
 
-
 #: Every scope a key or token can carry.
 SCOPES = frozenset({"jobs:write", "jobs:read", "addons:read", "addons:publish", "admin"})
 
