@@ -10,8 +10,9 @@ from fastapi import APIRouter, FastAPI
 from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers, openapi
+from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
-from controller.routes import addons, batches, chat, fleet, health, images, jobs
+from controller.routes import addons, audit, batches, chat, fleet, health, images, jobs
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from controller.submission import Submitter
@@ -46,12 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             submitter=Submitter(redis, settings),
             key_hashes=key_hashes,
         )
+        app.state.audit = AuditSink(
+            redis, settings.data_dir / "logs" / "audit.jsonl", settings.audit_retention_days
+        )
         retries = RetryScheduler.for_controller(redis, redis_sync, settings)
         retries.start()
         try:
             yield
         finally:
             await retries.stop()
+            app.state.audit.close()
             await redis.aclose()
             redis_sync.close()
 
@@ -62,10 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, batches, jobs, chat, addons, health, fleet):
+    for module in (images, batches, jobs, chat, addons, health, fleet, audit):
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)
     openapi.install(app)
+    app.add_middleware(AuditTrail)  # inside RequestContext: it sees the request id
     app.add_middleware(RequestContext)
     return app

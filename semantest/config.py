@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     result_cache_ttl_s: Annotated[int, Field(ge=1)] = 24 * 3600
     #: Seconds an `Idempotency-Key` is remembered (its first answer is replayed).
     idempotency_ttl_s: Annotated[int, Field(ge=60)] = 24 * 3600
+    #: Days audit entries are kept in Redis (the JSON lines file is rotated by the operator).
+    audit_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     #: Where images are stored: `local` (files under <data>/images) or `s3` (boto3; credentials

@@ -166,3 +166,7 @@ def chat(chat_id: str) -> str:
     (JSON; expires `Settings.chat_idle_s` after its last message, when the agent closes its tab).
     """
     return f"{PREFIX}:chat:{chat_id}"
+
+
+#: The audit log: a stream of JSON entries, trimmed by age (see controller/audit.py).
+AUDIT = f"{PREFIX}:audit"

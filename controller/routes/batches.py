@@ -9,6 +9,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from controller.audit import audit_targets
 from controller.auth import CallerDep
 from controller.cancels import cancel_job
 from controller.examples import BATCH_ACCEPTED, BATCH_SUMMARY
@@ -64,7 +65,9 @@ async def _submit(
         batch=batch,
         tenant=caller.tenant,
     )
-    return answer if replay is None else BatchAccepted.model_validate(replay.answer)
+    accepted = answer if replay is None else BatchAccepted.model_validate(replay.answer)
+    audit_targets(request, batchId=accepted.batch_id, jobIds=accepted.job_ids)
+    return accepted
 
 
 _SUBMIT = {

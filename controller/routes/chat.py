@@ -16,6 +16,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from controller.audit import audit_targets
 from controller.auth import CallerDep
 from controller.openapi import responses, success
 from controller.state import AppState, State
@@ -63,7 +64,9 @@ async def _submit(
         slot_worker=slot_worker,
         tenant=record.tenant,
     )
-    return None if replay is None else ChatAccepted.model_validate(replay.answer)
+    accepted = answer if replay is None else ChatAccepted.model_validate(replay.answer)
+    audit_targets(request, chatId=accepted.chat_id, jobIds=[accepted.job_id])
+    return None if replay is None else accepted
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import RedirectResponse
 
+from controller.audit import audit_targets
 from controller.auth import CallerDep
 from controller.examples import GENERATE_ACCEPTED, JOB_RECORD
 from controller.openapi import responses, success
@@ -55,7 +56,10 @@ async def generate(
         tenant=caller.tenant,
     )
     if replay is not None:
-        return GenerateAccepted.model_validate(replay.answer)
+        answer = GenerateAccepted.model_validate(replay.answer)
+        audit_targets(request, jobIds=[answer.job_id], replay="idempotency")
+        return answer
+    audit_targets(request, jobIds=[answer.job_id])
     if record.cached:  # answered from the result cache: already final
         answer.status = record.status
     return answer
