@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from semantest.plans import PlanSpec, resolve_plans
+
 #: Where Debian and most distributions put Chromium; checked in this order.
 CHROMIUM_CANDIDATES = (
     "/usr/bin/chromium",
@@ -107,6 +109,12 @@ class Settings(BaseSettings):
     public_url: str | None = None
     #: Addon GETs need no key by default: extension installs fetch them.
     addons_public: bool = True
+    #: Rate limits per tenant plan and endpoint (docs/architecture.md, "Rate limits"). `false`
+    #: turns them off: for benchmarks and local development, never in production.
+    rate_limits: bool = True
+    #: Changes to the built-in plans (`standard`, `partner`) or new plans, as JSON, e.g.
+    #: `{"partner": {"overall": {"count": 5000, "burst": 10000}}}` (semantest/plans.py).
+    rate_limit_plans: dict[str, PlanSpec] = Field(default_factory=dict)
     #: Seconds one job may run before the agent gives up on it.
     job_timeout_s: Annotated[int, Field(ge=5, le=3600)] = 180
     #: Attempts for retryable failures (agent crash, provider timeout).
@@ -171,6 +179,12 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("rate_limit_plans")
+    @classmethod
+    def _plans_resolve(cls, value: dict[str, PlanSpec]) -> dict[str, PlanSpec]:
+        resolve_plans(value)  # a new plan without its overall count fails at start, not later
         return value
 
     @field_validator("s3_prefix")

@@ -170,3 +170,11 @@ def chat(chat_id: str) -> str:
 
 #: The audit log: a stream of JSON entries, trimmed by age (see controller/audit.py).
 AUDIT = f"{PREFIX}:audit"
+
+
+def rate_bucket(bucket: str, subject: str) -> str:
+    """One rate-limit bucket (GCRA): its theoretical arrival time, unix microseconds, expiring
+    when the bucket is full again. `bucket` is an endpoint (`images.generate`) or `all` (the
+    plan's overall limit); `subject` is `t:<tenant>`, or `ip:<address>` for anonymous addon GETs.
+    """
+    return f"{PREFIX}:rl:{bucket}:{subject}"
