@@ -12,7 +12,7 @@ from addons.registry import Registry
 from controller import handlers, openapi
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
-from controller.routes import addons, audit, batches, chat, fleet, health, images, jobs
+from controller.routes import addons, admin, audit, batches, chat, fleet, health, images, jobs
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from controller.submission import Submitter
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, batches, jobs, chat, addons, health, fleet, audit):
+    for module in (images, batches, jobs, chat, addons, health, fleet, audit, admin):
         api.include_router(module.router)
     app.include_router(api)
     handlers.install(app)

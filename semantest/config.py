@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -99,6 +100,21 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     #: Bootstrap API key of tenant `admin`. Unset: `semantest up` generates one per run.
     admin_key: SecretStr | None = None
+    #: Webhook signing secret of the bootstrap tenant `admin` (`whsec_` + base64 of 24-64
+    #: random bytes, Standard Webhooks' form). Unset: one is made when the tenant is first stored.
+    webhook_secret: SecretStr | None = None
+    #: JWT bearer tokens beside API keys: HS256 signed with this shared secret (32+ bytes)...
+    jwt_secret: SecretStr | None = None
+    #: ... and/or RS256 checked with this public key: a PEM file's path, or the PEM text ...
+    jwt_public_key: str | None = None
+    #: ... or with the keys of this JWKS file (picked by the token's `kid`; re-read on change).
+    jwt_jwks_file: Path | None = None
+    #: When set, a token's `aud` must name it.
+    jwt_audience: str | None = None
+    #: When set, a token's `iss` must be it.
+    jwt_issuer: str | None = None
+    #: Clock skew allowed when checking a token's `exp`, `nbf` and `iat` (seconds).
+    jwt_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
     data_dir: Path = Path("data")
     chromium: str | None = Field(default_factory=find_chromium)
     sandbox_host: str = "127.0.0.1"
@@ -185,6 +201,28 @@ class Settings(BaseSettings):
     @classmethod
     def _plans_resolve(cls, value: dict[str, PlanSpec]) -> dict[str, PlanSpec]:
         resolve_plans(value)  # a new plan without its overall count fails at start, not later
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        try:
+            raw = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raw = b""
+        if not text.startswith("whsec_") or not 24 <= len(raw) <= 64:
+            raise ValueError("must be whsec_ followed by the base64 of 24 to 64 random bytes")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough_for_hs256(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518, section 3.2: an HS256 key must be at least as long as the hash (32 bytes).
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes long (HS256)")
         return value
 
     @field_validator("s3_prefix")

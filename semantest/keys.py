@@ -178,3 +178,26 @@ def rate_bucket(bucket: str, subject: str) -> str:
     plan's overall limit); `subject` is `t:<tenant>`, or `ip:<address>` for anonymous addon GETs.
     """
     return f"{PREFIX}:rl:{bucket}:{subject}"
+
+
+# --- Tenants and API keys (see semantest/tenants.py and semantest/api_keys.py) ---
+
+
+def tenant(name: str) -> str:
+    """A tenant's record: plan, webhook secret and default URL (JSON)."""
+    return f"{PREFIX}:tenant:{name}"
+
+
+def api_key(digest: str) -> str:
+    """An API key's record by the sha256 of the key (hash: prefix, tenant, scopes, createdAt,
+    revoked); the key itself is never stored."""
+    return f"{PREFIX}:apikey:{digest}"
+
+
+def api_key_prefix(prefix: str) -> str:
+    """The sha256 of the key with this visible prefix (string): prefixes are unique."""
+    return f"{PREFIX}:apikey-prefix:{prefix}"
+
+
+#: Every API key's prefix, scored by creation time (sorted set): what the admin list reads.
+API_KEYS = f"{PREFIX}:apikeys"

@@ -10,7 +10,7 @@ import uuid
 from fastapi import APIRouter, Request, status
 
 from controller.audit import audit_targets
-from controller.auth import CallerDep
+from controller.auth import JobsRead, JobsWrite
 from controller.cancels import cancel_job
 from controller.examples import BATCH_ACCEPTED, BATCH_SUMMARY
 from controller.openapi import responses, success
@@ -32,7 +32,7 @@ router = APIRouter(tags=["batches"])
 
 
 async def _submit(
-    body: BatchRequest, caller: CallerDep, state: State, request: Request, key: str | None
+    body: BatchRequest, caller: JobsWrite, state: State, request: Request, key: str | None
 ) -> BatchAccepted:
     batch_id = uuid.uuid4().hex
     records = [
@@ -82,7 +82,7 @@ _SUBMIT = {
 @router.post("/images/batch", **_SUBMIT)  # type: ignore[arg-type]
 async def submit_batch(
     body: BatchRequest,
-    caller: CallerDep,
+    caller: JobsWrite,
     state: State,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -98,7 +98,7 @@ async def submit_batch(
 @router.post("/batch/generate", **_SUBMIT)  # type: ignore[arg-type]
 async def submit_batch_alias(
     body: BatchRequest,
-    caller: CallerDep,
+    caller: JobsWrite,
     state: State,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -147,7 +147,7 @@ async def summary(state: AppState, batch: dict[str, object]) -> BatchSummary:
     response_model_by_alias=True,
     responses=success(200, BATCH_SUMMARY, description="The batch.") | responses(401, 404),
 )
-async def batch_status(batch_id: str, caller: CallerDep, state: State) -> BatchSummary:
+async def batch_status(batch_id: str, caller: JobsRead, state: State) -> BatchSummary:
     """The batch: counts by status, progress (0-100), whether it is done, and its jobs."""
     return await summary(state, await load_batch(state, caller.tenant, batch_id))
 
@@ -159,7 +159,7 @@ async def batch_status(batch_id: str, caller: CallerDep, state: State) -> BatchS
     responses=success(200, BATCH_SUMMARY, description="The batch after canceling.")
     | responses(401, 404),
 )
-async def cancel_batch(batch_id: str, caller: CallerDep, state: State) -> BatchSummary:
+async def cancel_batch(batch_id: str, caller: JobsWrite, state: State) -> BatchSummary:
     """Cancel every job of the batch that is not final yet; final ones keep their status."""
     batch = await load_batch(state, caller.tenant, batch_id)
     ids = [str(i) for i in batch["jobIds"]]  # type: ignore[attr-defined]

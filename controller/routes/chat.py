@@ -17,7 +17,7 @@ import uuid
 from fastapi import APIRouter, Request, status
 
 from controller.audit import audit_targets
-from controller.auth import CallerDep
+from controller.auth import JobsWrite
 from controller.openapi import responses, success
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey, status_url
@@ -79,7 +79,7 @@ async def _submit(
 )
 async def new_chat(
     body: ChatRequest,
-    caller: CallerDep,
+    caller: JobsWrite,
     state: State,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -135,7 +135,7 @@ async def new_chat(
 async def send_message(
     chat_id: str,
     body: ChatMessageRequest,
-    caller: CallerDep,
+    caller: JobsWrite,
     state: State,
     request: Request,
     idempotency_key: IdempotencyKey = None,

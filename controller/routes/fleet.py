@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from controller.auth import CallerDep
+from controller.auth import AdminCaller
 from controller.openapi import success
 from controller.state import State
 from semantest import keys
@@ -223,7 +223,7 @@ def totals_of(agents: list[AgentHeartbeat]) -> FleetTotals:
     response_model_by_alias=True,
     responses=success(200, _FLEET_EXAMPLE, description="Live agents and totals."),
 )
-async def fleet(_caller: CallerDep, state: State) -> Fleet:
+async def fleet(_caller: AdminCaller, state: State) -> Fleet:
     """Every live agent with its slots (state, job, parked reason, account), and totals."""
     agents = await live_agents(state.redis)
     return Fleet(agents=agents, totals=totals_of(agents), at=time.time())

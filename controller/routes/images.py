@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from controller.audit import audit_targets
-from controller.auth import CallerDep
+from controller.auth import JobsRead, JobsWrite
 from controller.examples import GENERATE_ACCEPTED, JOB_RECORD
 from controller.openapi import responses, success
 from controller.records import present
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/images", tags=["images"])
 )
 async def generate(
     body: GenerateRequest,
-    caller: CallerDep,
+    caller: JobsWrite,
     state: State,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -72,7 +72,7 @@ async def generate(
     responses=success(200, JOB_RECORD, description="The job record.")
     | responses(401, 404, example_code="JOB_NOT_FOUND"),
 )
-async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
+async def job_status(job_id: str, caller: JobsRead, state: State) -> JobRecord:
     """The job record, image URLs filled; another tenant's job is indistinguishable from a
     missing one."""
     record = await state.jobs.get(job_id) if len(job_id) <= 64 else None
@@ -94,7 +94,7 @@ async def job_status(job_id: str, caller: CallerDep, state: State) -> JobRecord:
     },
 )
 async def image(
-    tenant: str, name: str, request: Request, caller: CallerDep, state: State
+    tenant: str, name: str, request: Request, caller: JobsRead, state: State
 ) -> Response:
     """The stored image: its bytes (local storage) or a redirect to a presigned URL (S3). Keys
     are content addresses, so the ETag is the sha256."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from controller.auth import CallerDep
+from controller.auth import JobsRead, JobsWrite
 from controller.cancels import cancel_job
 from controller.examples import JOB_CANCELED, JOB_PAGE
 from controller.openapi import responses, success
@@ -33,7 +33,7 @@ _MAX_SCANNED = 2000
     responses=success(200, JOB_CANCELED, description="The canceled job.")
     | responses(401, 404, 409, example_code="JOB_NOT_FOUND"),
 )
-async def cancel(job_id: str, caller: CallerDep, state: State) -> JobRecord:
+async def cancel(job_id: str, caller: JobsWrite, state: State) -> JobRecord:
     """Cancel a job: a queued one never runs, a running one is stopped and its slot freed.
 
     A job that already finished (succeeded, failed or canceled) answers 409 `CONFLICT`.
@@ -48,7 +48,7 @@ async def cancel(job_id: str, caller: CallerDep, state: State) -> JobRecord:
     responses=success(200, JOB_PAGE, description="A page of jobs.") | responses(401, 404, 422),
 )
 async def list_jobs(
-    caller: CallerDep,
+    caller: JobsRead,
     state: State,
     status: JobStatus | None = None,
     batch_id: Annotated[str | None, Query(alias="batchId", max_length=64)] = None,
