@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from semantest.cli_jobs import register as register_job_commands
+from semantest.cli_keys import app as keys_app
 from semantest.config import Settings
 from semantest.stack import Stack, StackError
 
@@ -155,6 +156,8 @@ def login_desk(
 
 # submit, batch, status, wait, cancel (semantest/cli_jobs.py)
 register_job_commands(app)
+# keys create | list | revoke (semantest/cli_keys.py)
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":
     app()
