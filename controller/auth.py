@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from controller.state import AppState, State
 from controller.tokens import TokenVerifier, looks_like_jwt
-from semantest.api_keys import SCOPES, KeyStore, key_digest
+from semantest.api_keys import SCOPES, ApiKeyRecord, KeyStore, key_digest
 from semantest.errors import Forbidden, Unauthorized
 from semantest.tenants import ADMIN_TENANT, TENANT_PATTERN, Plan, TenantStore
 
@@ -60,16 +60,23 @@ class Caller:
     scopes: frozenset[str] = SCOPES
 
 
+class _Miss:
+    """What `_Expiring.get` answers for a key it does not hold (now)."""
+
+
+MISS = _Miss()
+
+
 class _Expiring(Generic[V]):
     """A small map whose entries live `CACHE_TTL_S`."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, V]] = {}
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: str) -> V | _Miss:
         found = self._entries.get(key)
         if found is None or found[0] < time.monotonic():
-            return None
+            return MISS
         return found[1]
 
     def put(self, key: str, value: V) -> None:
@@ -88,8 +95,8 @@ class Authority:
         self.keys = KeyStore(state.redis)
         self.tenants = TenantStore(state.redis)
         self.tokens = TokenVerifier(state.settings)
-        #: key digest → its caller, or why it is refused.
-        self._callers: _Expiring[Caller | str] = _Expiring()
+        #: key digest → its record (None: no such key).
+        self._records: _Expiring[ApiKeyRecord | None] = _Expiring()
         self._plans: _Expiring[str] = _Expiring()
         self._admin_ready = False
 
@@ -106,20 +113,14 @@ class Authority:
         for known, tenant in self.bootstrap.items():
             if hmac.compare_digest(known, digest):
                 return Caller(tenant=tenant)
-        found = self._callers.get(digest)
-        if found is None:
-            found = await self._from_key(credential)
-            self._callers.put(digest, found)
-        if isinstance(found, str):
-            raise Unauthorized(found)
-        return found
-
-    async def _from_key(self, key: str) -> Caller | str:
-        record = await self.keys.lookup(key)
+        record = self._records.get(digest)
+        if isinstance(record, _Miss):
+            record = await self.keys.lookup(credential)
+            self._records.put(digest, record)
         if record is None:
-            return "unknown API key"
+            raise Unauthorized("unknown API key")
         if record.revoked:
-            return f"API key {record.prefix} was revoked"
+            raise Unauthorized(f"API key {record.prefix} was revoked")
         return Caller(
             tenant=record.tenant,
             key_id=record.prefix,
@@ -144,7 +145,7 @@ class Authority:
     async def plan_of(self, tenant: str) -> str:
         """The tenant's plan (its record's; `standard` without one), cached briefly."""
         plan = self._plans.get(tenant)
-        if plan is None:
+        if isinstance(plan, _Miss):
             record = await self.tenants.get(tenant)
             plan = (record.plan if record is not None else Plan.STANDARD).value
             self._plans.put(tenant, plan)
