@@ -1,25 +1,56 @@
-"""`python -m controller`: serve the controller with uvicorn on SEMANTEST_HOST:SEMANTEST_PORT."""
+"""`python -m controller`: serve the controller on SEMANTEST_HOST:SEMANTEST_PORT with granian.
+
+`SEMANTEST_CONTROLLER_WORKERS` worker processes (default 2) share the one port, each building
+its own app from the environment (`worker_app`). Why granian rather than uvicorn, and why two
+workers on two cores: docs/performance.md (measured with bench/submit.py). In short: the
+Python app, not the HTTP server, is what costs, so one process tops out at one core; and
+granian accepts new connections in its Rust runtime, where uvicorn on uvloop accepts one
+connection per event-loop turn and leaves clients waiting seconds in the listen queue while
+the loop is busy.
+"""
 
 from __future__ import annotations
 
-import uvicorn
+from fastapi import FastAPI
+from granian import Granian
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
 
 from controller.app import create_app
 from semantest.config import get_settings
 from semantest.logs import configure_logging
+from semantest.stack import die_with_parent
+
+#: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (granian's factory, run in each worker)."""
+    # Workers are children of granian's main process, not of whoever started us: tie them to
+    # it, so that even a SIGKILLed controller leaves no worker behind holding the port.
+    die_with_parent()
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def main() -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT/SIGTERM (granian stops its workers gracefully)."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
+    Granian(
+        "controller.__main__:worker_app",
+        factory=True,
+        address=settings.host,
         port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+        interface=Interfaces.ASGI,
+        workers=settings.controller_workers,
+        loop=Loops.uvloop,
+        backlog=BACKLOG,
+        respawn_failed_workers=True,
+        log_level=LogLevels.warning,
+    ).serve()
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Port = 8000
     #: Server processes of the controller (`python -m controller`, `semantest up`); each runs
-    #: the whole app on the one port. Chosen by measurement: docs/performance.md.
-    controller_workers: Annotated[int, Field(ge=1, le=32)] = 1
+    #: the whole app on the one port. Two on the 2-core machine: docs/performance.md.
+    controller_workers: Annotated[int, Field(ge=1, le=32)] = 2
     #: Unset means "`semantest up` starts its own redis-server".
     redis_url: str | None = None
     #: Bootstrap API key of tenant `admin`. Unset: `semantest up` generates one per run.
