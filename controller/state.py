@@ -42,8 +42,8 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def get_state(request: Request) -> AppState:
-    """The app's state (FastAPI dependency)."""
+async def get_state(request: Request) -> AppState:
+    """The app's state (FastAPI dependency; async, so FastAPI does not hop to a thread)."""
     state: AppState = request.app.state.semantest
     return state
 
