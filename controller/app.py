@@ -12,7 +12,18 @@ from addons.registry import Registry
 from controller import handlers, openapi
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
-from controller.routes import addons, admin, audit, batches, chat, fleet, health, images, jobs
+from controller.routes import (
+    addons,
+    admin,
+    audit,
+    batches,
+    chat,
+    events,
+    fleet,
+    health,
+    images,
+    jobs,
+)
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from controller.submission import Submitter
@@ -69,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1")
     for module in (images, batches, jobs, chat, addons, health, fleet, audit, admin):
         api.include_router(module.router)
+    api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)
     handlers.install(app)
     openapi.install(app)

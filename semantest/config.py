@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     #: Seconds a chat session stays open after its last message: its browser tab is kept (and
     #: follow-ups accepted) that long, then the agent closes the tab and the chat ends.
     chat_idle_s: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
+    #: Seconds a live event stream (SSE, WebSocket) stays quiet before a heartbeat, which keeps
+    #: it open through proxies that close idle connections.
+    live_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    #: Live event streams (SSE streams, WebSocket subscriptions) one controller process keeps
+    #: open at once; each holds one Redis connection. More are refused with 503 + Retry-After.
+    live_streams_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
     #: New jobs one lane (per provider) may hold waiting; beyond it a submission gets 503
     #: `UNAVAILABLE` with `Retry-After` instead of the queue growing without bound.
     lane_capacity: Annotated[int, Field(ge=1)] = 100_000
