@@ -48,7 +48,9 @@ from semantest.client_replies import (
     error_from,
     parse,
 )
+from semantest.client_stream import IDLE_TIMEOUT_S, StreamClosed, StreamState, stream_timeout
 from semantest.errors import JobNotFound, NotFound
+from semantest.live import StreamEvent
 from semantest.models import (
     BatchAccepted,
     BatchSummary,
@@ -221,6 +223,48 @@ class AsyncClient:
                 raise WaitTimeout(f"{kind} {ident} not finished after {timeout:g} s", current)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable: poll_intervals never ends")
+
+    async def stream(
+        self, target: Target, *, since: str | None = None, idle_timeout: float = IDLE_TIMEOUT_S
+    ) -> AsyncIterator[StreamEvent]:
+        """The job's events, or every job's of the batch, as they happen, until it is final.
+
+        `target` is what `generate`/`batch` answered, a record, or an id (a job id is tried
+        first, then a batch id); `since` resumes after an event's `id`. A dropped connection
+        is opened again with the last event's id, so no event is missed or repeated; after
+        `retries` failed tries in a row, `ConnectionFailed`. A connection silent for
+        `idle_timeout` seconds (the server sends heartbeats) counts as dropped.
+        """
+        state = StreamState.of(target, since)
+        timeout = stream_timeout(self._http.timeout, idle_timeout)
+        attempt = 0
+        while not state.ended:
+            call = state.call()
+            try:
+                async with self._http.stream(
+                    call.method, call.path, headers=call.headers, timeout=timeout
+                ) as response:
+                    if response.status_code == 204:
+                        return
+                    if not response.is_success:
+                        await response.aread()
+                        delay = state.refused(response, self.policy, attempt)
+                    else:
+                        state.opened()
+                        async for line in response.aiter_lines():
+                            if (event := state.take(line)) is not None:
+                                attempt = 0
+                                yield event
+                        if state.ended:
+                            return
+                        raise StreamClosed("the server closed the stream before its end")
+            except httpx.TransportError as exc:
+                retry = self.policy.after_transport_error(call, exc, attempt)
+                if retry is None:
+                    raise connection_failed(self._http.base_url, exc) from exc
+                delay = retry
+            attempt += 1 if delay else 0
+            await asyncio.sleep(delay)
 
     async def download(self, image: ImageRecord | str) -> bytes:
         """The bytes of a stored image (checked against the record's sha256)."""

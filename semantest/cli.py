@@ -14,6 +14,7 @@ from rich.console import Console
 
 from semantest.cli_jobs import register as register_job_commands
 from semantest.cli_keys import app as keys_app
+from semantest.cli_watch import watch
 from semantest.config import Settings
 from semantest.stack import Stack, StackError
 
@@ -156,6 +157,7 @@ def login_desk(
 
 # submit, batch, status, wait, cancel (semantest/cli_jobs.py)
 register_job_commands(app)
+app.command()(watch)  # semantest/cli_watch.py
 # keys create | list | revoke (semantest/cli_keys.py)
 app.add_typer(keys_app, name="keys")
 

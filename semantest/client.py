@@ -13,6 +13,9 @@ times; a submission carries an `Idempotency-Key` (made per call when you pass no
 retrying it after a dropped connection cannot queue the job twice. `semantest.AsyncClient`
 is the same API with `await`. Requests are built in `semantest.client_calls`
 and replies read in `semantest.client_replies`, shared by both.
+
+`stream()` follows a job's or a batch's events as they happen (Server-Sent Events) and picks
+a dropped connection up where it stopped (`semantest.client_stream`, shared by both).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ from semantest.client_replies import (
     error_from,
     parse,
 )
+from semantest.client_stream import IDLE_TIMEOUT_S, StreamClosed, StreamState, stream_timeout
 from semantest.errors import JobNotFound, NotFound
+from semantest.live import StreamEvent
 from semantest.models import (
     BatchAccepted,
     BatchSummary,
@@ -229,6 +234,48 @@ class Client:
                 raise WaitTimeout(f"{kind} {ident} not finished after {timeout:g} s", current)
             time.sleep(pause)
         raise AssertionError("unreachable: poll_intervals never ends")
+
+    def stream(
+        self, target: Target, *, since: str | None = None, idle_timeout: float = IDLE_TIMEOUT_S
+    ) -> Iterator[StreamEvent]:
+        """The job's events, or every job's of the batch, as they happen, until it is final.
+
+        `target` is what `generate`/`batch` answered, a record, or an id (a job id is tried
+        first, then a batch id); `since` resumes after an event's `id`. A dropped connection
+        is opened again with the last event's id, so no event is missed or repeated; after
+        `retries` failed tries in a row, `ConnectionFailed`. A connection silent for
+        `idle_timeout` seconds (the server sends heartbeats) counts as dropped.
+        """
+        state = StreamState.of(target, since)
+        timeout = stream_timeout(self._http.timeout, idle_timeout)
+        attempt = 0
+        while not state.ended:
+            call = state.call()
+            try:
+                with self._http.stream(
+                    call.method, call.path, headers=call.headers, timeout=timeout
+                ) as response:
+                    if response.status_code == 204:
+                        return
+                    if not response.is_success:
+                        response.read()
+                        delay = state.refused(response, self.policy, attempt)
+                    else:
+                        state.opened()
+                        for line in response.iter_lines():
+                            if (event := state.take(line)) is not None:
+                                attempt = 0
+                                yield event
+                        if state.ended:
+                            return
+                        raise StreamClosed("the server closed the stream before its end")
+            except httpx.TransportError as exc:
+                retry = self.policy.after_transport_error(call, exc, attempt)
+                if retry is None:
+                    raise connection_failed(self._http.base_url, exc) from exc
+                delay = retry
+            attempt += 1 if delay else 0
+            time.sleep(delay)
 
     def download(self, image: ImageRecord | str) -> bytes:
         """The bytes of a stored image (checked against the record's sha256)."""
