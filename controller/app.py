@@ -23,6 +23,7 @@ from controller.routes import (
     health,
     images,
     jobs,
+    webhooks,
 )
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, batches, jobs, chat, addons, health, fleet, audit, admin):
+    for module in (images, batches, jobs, chat, addons, health, fleet, audit, admin, webhooks):
         api.include_router(module.router)
     api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)

@@ -39,6 +39,7 @@ from semantest import keys
 from semantest.config import Settings
 from semantest.errors import Conflict, Unavailable
 from semantest.models import ImageRecord, JobEvent, JobRecord, JobStatus, Stage
+from semantest.webhook_events import announce_final
 
 #: KEYS[1] idempotency key, KEYS[2] batch key, KEYS[3] tenant's job index, then 8 keys per job:
 #: record, events, RQ job hash, target list, fair ring, lane depth, leader's followers, doorbell.
@@ -245,6 +246,9 @@ class Submitter:
         reply = await self._script(keys=key_list, args=args)
         verdict = reply[0].decode()
         if verdict == "ok":
+            for record in records:
+                if record.status.terminal:  # final at once: its webhook events go out now
+                    await announce_final(self.redis, record)
             return None
         if verdict == "replay":
             return Replay(json.loads(reply[1]))

@@ -13,9 +13,16 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
-from semantest.models import CamelModel, JobOptions, Prompt, Provider
+from semantest.models import (
+    CamelModel,
+    JobOptions,
+    Prompt,
+    Provider,
+    WebhookTarget,
+    _webhook_target,
+)
 
 #: A webhook a job's final state is posted to.
 WebhookUrl = Annotated[
@@ -47,7 +54,7 @@ class ChatRequest(ChatMessageRequest):
 
     provider: Provider
     #: Posted to when each of the chat's messages ends (its job's final record).
-    webhook: WebhookUrl | None = None
+    webhook: WebhookTarget | None = None
 
 
 class ChatAccepted(CamelModel):
@@ -80,7 +87,9 @@ class ChatRecord(CamelModel):
     last_used_at: float = Field(default_factory=time.time)
     #: Messages answered so far.
     turns: int = 0
-    webhook: str | None = None
+    webhook: WebhookTarget | None = None
+
+    _legacy_webhook = field_validator("webhook", mode="before")(_webhook_target)
 
     def to_json(self) -> str:
         """The stored JSON form (camelCase)."""

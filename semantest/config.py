@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -194,6 +195,17 @@ class Settings(BaseSettings):
     #: Public base URL (a CDN in front of the bucket) image URLs in records point to:
     #: `<cdn>/<prefix><key>`. Unset: the controller serves them.
     cdn_base_url: str | None = None
+    #: Let webhooks reach loopback, private, link-local, CGNAT and metadata addresses (and
+    #: `http://` to loopback): for development and tests, never in production.
+    webhook_allow_private: bool = False
+    #: Networks (CIDR, JSON list) webhooks may reach although the guard refuses their kind,
+    #: e.g. `["10.8.0.0/16"]` for receivers on an internal network.
+    webhook_allow_networks: list[str] = []
+    #: Delivery attempts per webhook event; retry n waits `webhook_backoff_s` x 2^(n-1) s.
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
+    webhook_backoff_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    #: Seconds one delivery attempt may take in all (resolve, connect, send, answer, redirects).
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     log_level: str = "INFO"
 
     @field_validator("redis_url")
@@ -241,6 +253,13 @@ class Settings(BaseSettings):
     @classmethod
     def _cdn_without_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> Settings:

@@ -18,6 +18,7 @@ from redis.exceptions import WatchError
 
 from semantest import keys
 from semantest.models import JobEvent, JobRecord, JobStatus
+from semantest.webhook_events import announce_final
 
 
 class TerminalRecord(Exception):
@@ -103,7 +104,9 @@ class JobStore:
 
         Followers are identical requests of the same batch that did not run (see
         controller/submission.py); a follower already final (canceled) keeps its own status.
+        Its webhook events are emitted here too, once per job and status.
         """
+        await announce_final(self.redis, record)
         if record.status is JobStatus.SUCCEEDED and record.options.cache and not record.cached:
             images = [i.model_dump(mode="json", by_alias=True) for i in record.images]
             await self.redis.set(

@@ -201,3 +201,30 @@ def api_key_prefix(prefix: str) -> str:
 
 #: Every API key's prefix, scored by creation time (sorted set): what the admin list reads.
 API_KEYS = f"{PREFIX}:apikeys"
+
+
+# --- Webhooks (see semantest/webhooks.py, semantest/webhook_events.py, webhook_worker.py) ---
+
+#: The RQ queue webhook deliveries wait on; its own worker (`python -m semantest.webhook_worker`)
+#: serves it, never an agent.
+WEBHOOK_QUEUE = "webhooks"
+#: Dotted path of the delivery function RQ runs (kept out of the agents' and controller's code).
+WEBHOOK_DELIVER_FUNC = "semantest.webhook_worker.deliver"
+#: Attempts kept per tenant in its deliveries log (newest first).
+WEBHOOK_DELIVERIES_MAXLEN = 1000
+
+
+def webhook_event(event_id: str) -> str:
+    """One webhook event (JSON: type, tenant, target, data), written once with SET NX: the key
+    existing is what makes a second final write of the same job emit nothing."""
+    return f"{PREFIX}:webhook:event:{event_id}"
+
+
+def webhook_deliveries(tenant: str) -> str:
+    """A tenant's delivery attempts, newest first (list of JSON, capped)."""
+    return f"{PREFIX}:webhook:deliveries:{tenant}"
+
+
+def webhook_batch_ended(batch_id: str) -> str:
+    """Jobs of a batch that have ended (set): when it holds them all, `batch.completed`."""
+    return f"{PREFIX}:webhook:batch-ended:{batch_id}"

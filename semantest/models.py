@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -94,6 +95,46 @@ class JobOptions(CamelModel):
     cache: bool = False
 
 
+#: A webhook URL's host: a DNS name or an IP address (IPv6 in brackets); no user info.
+_WEBHOOK_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+_WEBHOOK_REST = r"(:[0-9]{1,5})?([/?#][!-~]*)?$"
+#: What `WebhookTarget.url` accepts: http or https. The schema shows https only, which is what
+#: a deployment accepts unless it allows private targets (then also http to loopback); that
+#: rule depends on the settings, so the routes apply it (`controller/routes/webhooks.py`).
+WEBHOOK_URL_PATTERN = rf"^https?://{_WEBHOOK_HOST}{_WEBHOOK_REST}"
+WEBHOOK_HTTPS_PATTERN = rf"^https://{_WEBHOOK_HOST}{_WEBHOOK_REST}"
+
+
+class WebhookTarget(CamelModel):
+    """Where the events of a job or batch are posted (signed, Standard Webhooks)."""
+
+    url: Annotated[
+        str,
+        StringConstraints(max_length=2000),
+        Field(
+            description="An https URL (`http://` only to a loopback address, where the "
+            "deployment allows private targets). Addresses that resolve to loopback, private, "
+            "link-local or metadata networks are refused.",
+            json_schema_extra={"pattern": WEBHOOK_HTTPS_PATTERN},
+        ),
+    ]
+
+    @field_validator("url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        if re.fullmatch(WEBHOOK_URL_PATTERN, value) is None:
+            raise ValueError(
+                "must be an https URL with a host name or address, e.g. "
+                "https://example.com/hooks (no user name or password)"
+            )
+        return value
+
+
+def _webhook_target(value: Any) -> Any:
+    """Records stored before webhooks were objects hold a bare URL string."""
+    return {"url": value} if isinstance(value, str) else value
+
+
 class GenerateRequest(CamelModel):
     """Body of `POST /api/v1/images/generate`."""
 
@@ -101,6 +142,8 @@ class GenerateRequest(CamelModel):
     provider: Provider = Provider.SANDBOX
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
+    #: Posted to when the job ends (`job.succeeded`, `job.failed`, `job.canceled`).
+    webhook: WebhookTarget | None = None
 
 
 class GenerateAccepted(CamelModel):
@@ -159,7 +202,8 @@ class JobRecord(CamelModel):
     images: list[ImageRecord] = Field(default_factory=list)
     error: JobError | None = None
     batch_id: str | None = None
-    webhook: str | None = None
+    #: The job's own webhook target (a batch's is in the batch; else the tenant's default).
+    webhook: WebhookTarget | None = None
     idempotency_key: str | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)
     #: Answered from the result cache: no browser ran this job.
@@ -170,6 +214,8 @@ class JobRecord(CamelModel):
     chat_id: str | None = None
     generate_image: bool = True
     reply: str | None = None
+
+    _legacy_webhook = field_validator("webhook", mode="before")(_webhook_target)
 
     def result_fingerprint(self) -> str:
         """What makes two requests ask for the same result: provider, prompt, options.
@@ -209,6 +255,8 @@ class BatchRequest(CamelModel):
     provider: Provider = Provider.SANDBOX
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
+    #: Posted to when each job ends and when the whole batch has (`batch.completed`).
+    webhook: WebhookTarget | None = None
 
     def items(self) -> list[BatchItem]:
         """Every prompt as a `BatchItem` with the batch's defaults filled in."""

@@ -121,6 +121,9 @@ class Stack:
         """Environment every child gets: the parent's, with every one of this stack's settings."""
         env = dict(os.environ)
         values = self.settings.model_dump(mode="json", exclude={"admin_key"})
+        for name, value in self.settings:
+            if isinstance(value, SecretStr) and name in values:  # dumped as "**********"
+                values[name] = value.get_secret_value()
         values["data_dir"] = str(self.settings.data_dir.resolve())
         for name, value in values.items():
             if value is None:
@@ -175,6 +178,8 @@ class Stack:
             ],
         )
         self.spawn("controller", [py, "-m", "controller"])
+        # webhook deliveries: their own RQ worker, off the agents' path
+        self.spawn("webhooks", [py, "-m", "semantest.webhook_worker"])
         self._wait_http(f"{self.settings.sandbox_url}/health", deadline)
         self._wait_http(f"{self.url}/api/v1/health", deadline)
         if self.agents:

@@ -15,6 +15,7 @@ from controller.cancels import cancel_job
 from controller.examples import BATCH_ACCEPTED, BATCH_SUMMARY
 from controller.openapi import responses, success
 from controller.records import present_all
+from controller.routes.webhooks import check_webhook
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey
 from semantest import keys
@@ -34,6 +35,7 @@ router = APIRouter(tags=["batches"])
 async def _submit(
     body: BatchRequest, caller: JobsWrite, state: State, request: Request, key: str | None
 ) -> BatchAccepted:
+    check_webhook(body.webhook, state.settings)
     batch_id = uuid.uuid4().hex
     records = [
         JobRecord(
@@ -57,6 +59,7 @@ async def _submit(
         "tenant": caller.tenant,
         "jobIds": answer.job_ids,
         "createdAt": time.time(),
+        "webhook": body.webhook.model_dump() if body.webhook else None,
     }
     replay = await state.submitter.submit(
         records,

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, status
 from controller.audit import audit_targets
 from controller.auth import JobsWrite
 from controller.openapi import responses, success
+from controller.routes.webhooks import check_webhook
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey, status_url
 from semantest import attempts, keys
@@ -90,6 +91,7 @@ async def new_chat(
     `generateImage` is true. Continue with `POST /api/v1/chat/{chatId}/messages` within
     `SEMANTEST_CHAT_IDLE_S` (default 600 s) of the last message.
     """
+    check_webhook(body.webhook, state.settings)
     record = JobRecord(
         tenant=caller.tenant,
         provider=body.provider.value,

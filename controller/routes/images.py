@@ -10,6 +10,7 @@ from controller.auth import JobsRead, JobsWrite
 from controller.examples import GENERATE_ACCEPTED, JOB_RECORD
 from controller.openapi import responses, success
 from controller.records import present
+from controller.routes.webhooks import check_webhook
 from controller.state import State
 from controller.submission import Idempotency, IdempotencyKey, status_url
 from semantest.errors import ImageNotFound, JobNotFound
@@ -38,12 +39,14 @@ async def generate(
 
     With an `Idempotency-Key`, repeating the same request returns the first answer (24 h).
     """
+    check_webhook(body.webhook, state.settings)
     record = JobRecord(
         tenant=caller.tenant,
         provider=body.provider.value,
         prompt=body.prompt,
         options=body.options,
         priority=body.priority,
+        webhook=body.webhook,
         idempotency_key=idempotency_key,
     )
     answer = GenerateAccepted(
