@@ -76,10 +76,13 @@ class CamelModel(BaseModel):
 
 
 #: Surrounding whitespace is stripped; the pattern says in the schema what stripping implies
-#: (at least one other character), so a prompt the schema accepts is never refused.
+#: (at least one other character), so a prompt the schema accepts is never refused. It names
+#: the characters Python strips that a JSON Schema `\s` does not (U+001C-001F, U+0085).
 Prompt = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000, pattern=r"\S"),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=4000, pattern=r"[^\s\x1c-\x1f\x85]"
+    ),
 ]
 
 
