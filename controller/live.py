@@ -140,10 +140,11 @@ class LiveFeeds:
     def stop_on_signals(self) -> Iterator[None]:
         """While open, SIGINT/SIGTERM also end every feed before the server's handler runs.
 
-        uvicorn waits for open responses to finish before it shuts the app down, and an event
-        stream does not finish by itself: chaining its handlers lets streams end (clients
-        reconnect elsewhere with their last id). Signals reach only the main thread; a server
-        run in another thread (tests) stops streams when their clients leave.
+        The server (granian, uvicorn) waits for open responses and sockets before it shuts the
+        app down, and an event stream does not finish by itself: with one open, SIGTERM did
+        not stop the controller in 15 s; chaining the server's handlers lets streams end at
+        once (clients reconnect elsewhere with their last id). Signals reach only the main
+        thread; a server run in another thread (tests) stops streams when their clients leave.
         """
         if threading.current_thread() is not threading.main_thread():
             yield

@@ -22,7 +22,7 @@ restarts that subscription from its `since`. Another tenant's id, or an unknown 
 error `NOT_FOUND` and the connection stays open; so does a bad message (`VALIDATION_ERROR`,
 naming the field). Close codes: 4401 no credential within `AUTH_TIMEOUT_S`, or an unknown one;
 4403 the credential lacks `jobs:read`; 1000 the client's own close; 1012 the server is
-restarting (reconnect and subscribe with `since`).
+stopping (a server may drop the connection instead, 1006): reconnect and subscribe with `since`.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ MAX_SUBSCRIPTIONS = 32
 OUTBOX_SIZE = 256
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+#: "Service restart": the server is stopping.
+CLOSE_RESTARTING = 1012
 
 
 class Auth(CamelModel):
@@ -203,13 +205,19 @@ class _Session:
 
     async def run(self) -> None:
         helpers = [asyncio.create_task(self._write()), asyncio.create_task(self._ping())]
+        reader = asyncio.create_task(self._read())
+        stopping = asyncio.create_task(self.feeds.stopping.wait())
         try:
-            await self._read()
+            await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            tasks = helpers + list(self.following.values())
+            tasks = [reader, stopping, *helpers, *self.following.values()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if stopping.done() and not stopping.cancelled():
+            # the server is stopping: say so, so the client reconnects and resumes with `since`
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.close(CLOSE_RESTARTING, "server restarting")
 
     async def _read(self) -> None:
         while True:
