@@ -91,3 +91,32 @@ def test_keys_never_reach_the_audit_log(
     # the stream is trimmed by age: everything in it is younger than the retention
     oldest_ms = int(stream[0][0].decode().split("-")[0])
     assert oldest_ms > (time.time() - api_settings.audit_retention_days * 86400) * 1000
+
+
+def test_only_admins_read_the_audit_log_and_key_changes_are_in_it(
+    client: httpx.Client, controller_url: str
+) -> None:
+    since = time.time() - 0.01
+    created = client.post(
+        "/api/v1/admin/keys",
+        json={"tenant": "audited-tenant", "scopes": ["jobs:read", "jobs:write"]},
+    )
+    assert created.status_code == 201, created.text
+    key, prefix = created.json()["key"], created.json()["prefix"]
+    with httpx.Client(base_url=controller_url, headers={"Authorization": f"Bearer {key}"}) as t:
+        denied = t.get("/api/v1/admin/audit")
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "FORBIDDEN"
+        job_id = t.post("/api/v1/images/generate", json={"prompt": "by a tenant"}).json()["jobId"]
+    assert client.delete(f"/api/v1/admin/keys/{prefix}").status_code in (200, 204)
+    time.sleep(0.2)
+    found = list(reversed(entries_since(client, since)))
+    summary = [(e["tenant"], e["route"], e["status"]) for e in found]
+    assert summary == [
+        ("admin", "/api/v1/admin/keys", 201),
+        ("audited-tenant", "/api/v1/images/generate", 202),
+        ("admin", "/api/v1/admin/keys/{prefix}", found[2]["status"]),
+    ]
+    assert found[1]["keyId"] == prefix and found[1]["targets"] == {"jobIds": [job_id]}
+    assert found[2]["targets"] == {"prefix": prefix}
+    text = json.dumps(found)
+    assert key not in text  # the new key was shown once, to its creator, never logged
