@@ -317,7 +317,8 @@ async def test_a_client_that_leaves_frees_its_redis_connection(
     r = redis.Redis.from_url(live.redis_url or "")
 
     def blocked() -> int:
-        return sum(1 for c in r.client_list() if c.get("cmd") == "xread" and c["db"] == "30")
+        # clients blocked in a command (flag b) on this controller's database: its XREAD BLOCKs
+        return sum(1 for c in r.client_list() if "b" in c["flags"] and c["db"] == "30")
 
     async with api.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
         async for _item in sse(response):
