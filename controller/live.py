@@ -37,6 +37,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError as PydanticError
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from semantest import keys
 from semantest.errors import Unavailable, ValidationError
@@ -185,6 +186,7 @@ class Feed:
     #: The last status of each job handed out (or found at the resume position).
     statuses: dict[str, str] = field(default_factory=dict)
     _blocking: Redis | None = None
+    _snapshot: AsyncScript | None = None
 
     @classmethod
     async def open(
@@ -201,6 +203,7 @@ class Feed:
         positions, done, statuses = await _resume(redis, job_ids, since)
         feed = cls(feeds, redis, job_ids, batch_id, positions, done, statuses)
         if not feed.finished:
+            feed._snapshot = redis.register_script(SNAPSHOT_LUA)
             feed._blocking = feeds.reserve()
         return feed
 
@@ -252,8 +255,9 @@ class Feed:
         """Read every open stream and hand out what can be; also whether entries are held."""
         jobs = self._open_jobs()
         streams = [keys.job_events(j) for j in jobs]
-        args: list[str | int] = [*streams, READ_COUNT, *(self.positions[j] for j in jobs)]
-        clock, reply = await self.redis.eval(SNAPSHOT_LUA, len(streams), *args)
+        assert self._snapshot is not None
+        args: list[str | int] = [READ_COUNT, *(self.positions[j] for j in jobs)]
+        clock, reply = await self._snapshot(keys=streams, args=args)
         now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
         job_of = dict(zip(streams, jobs, strict=True))
         found: list[tuple[Key, str, bytes]] = []
