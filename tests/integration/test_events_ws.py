@@ -145,3 +145,50 @@ async def test_ws_with_a_wrong_header_is_closed_4401(live: Settings) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def make_key(api: httpx.AsyncClient, tenant: str, scopes: list[str]) -> str:
+    """A new API key of `tenant` with `scopes`, made through the admin API."""
+    reply = await api.post("/api/v1/admin/keys", json={"tenant": tenant, "scopes": scopes})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["key"])
+
+
+async def test_a_key_without_jobs_read_gets_403_and_ws_4403(
+    api: httpx.AsyncClient, live: Settings
+) -> None:
+    job_id = await submit(api)
+    key = await make_key(api, "writer-only", ["jobs:write"])
+    reply = await api.get(
+        f"/api/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "FORBIDDEN"
+    async with connect(ws_url(live)) as ws:
+        await ws.send(json.dumps({"type": "auth", "key": key}))
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error["code"] == "FORBIDDEN" and "jobs:read" in error["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_two_tenants_see_only_their_own_streams(
+    api: httpx.AsyncClient, store: JobStore, live: Settings
+) -> None:
+    key = await make_key(api, "tenant-b", ["jobs:read", "jobs:write"])
+    theirs = await submit(api)  # the admin tenant's job
+    b = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=live.controller_url, headers=b, timeout=10) as tenant_b:
+        mine = await submit(tenant_b, "tenant b's kite")
+        refused = await tenant_b.get(f"/api/v1/jobs/{theirs}/events")
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "JOB_NOT_FOUND"
+    async with connect(ws_url(live), additional_headers=b) as ws:
+        await receive(ws, "ready")
+        await ws.send(json.dumps({"type": "subscribe", "jobId": theirs}))
+        assert (await receive(ws, "error"))["code"] == "NOT_FOUND"
+        await ws.send(json.dumps({"type": "subscribe", "jobId": mine}))
+        await receive(ws, "subscribed")
+        await step(store, mine, JobStatus.SUCCEEDED, 100)
+        events = [await receive(ws, "event"), await receive(ws, "event")]
+        assert [m["event"]["status"] for m in events] == ["queued", "succeeded"]
+        assert await receive(ws, "end") == {"type": "end", "jobId": mine, "status": "succeeded"}
