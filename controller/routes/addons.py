@@ -14,10 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from addons.registry import Addon
 from controller.auth import AddonCallerDep
 from controller.openapi import responses, success
+from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.state import State
 from semantest.errors import AddonNotFound
+from semantest.plans import Endpoint
 
-router = APIRouter(prefix="/addons", tags=["addons"])
+router = APIRouter(prefix="/addons", tags=["addons"], route_class=LimitedRoute)
 
 #: `/openapi.json` examples: the sandbox addon as this build serves it.
 _ETAG = '"2cf87e9c351718de5eb83cf2429595c7f6053f3e37095286007dec99ef61455b"'
@@ -105,7 +107,11 @@ def describe(addon: Addon) -> dict[str, Any]:
     }
 
 
-@router.get("", responses=success(200, _INDEX_EXAMPLE, description="Every addon."))
+@router.get(
+    "",
+    responses=success(200, _INDEX_EXAMPLE, description="Every addon.") | rate_limited(),
+    dependencies=[limit(Endpoint.ADDONS)],
+)
 async def index(_caller: AddonCallerDep, state: State) -> dict[str, list[dict[str, Any]]]:
     """Every addon: ids, versions, match patterns, hashes."""
     return {"addons": [describe(a) for a in state.registry.all()]}
@@ -129,8 +135,9 @@ def not_modified(request: Request, addon: Addon) -> bool:
 @router.get(
     "/{addon_id}",
     response_class=Response,
-    responses=_SOURCE_RESPONSES | responses(404, example_code="ADDON_NOT_FOUND"),
+    responses=_SOURCE_RESPONSES | responses(404, example_code="ADDON_NOT_FOUND") | rate_limited(),
     openapi_extra=_CONDITIONAL_HEADERS,
+    dependencies=[limit(Endpoint.ADDONS)],
 )
 async def source(
     addon_id: str,

@@ -14,6 +14,7 @@ from controller.auth import JobsRead, JobsWrite
 from controller.cancels import cancel_job
 from controller.examples import BATCH_ACCEPTED, BATCH_SUMMARY
 from controller.openapi import responses, success
+from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.records import present_all
 from controller.routes.webhooks import check_webhook
 from controller.state import AppState, State
@@ -28,8 +29,9 @@ from semantest.models import (
     JobRecord,
     JobStatus,
 )
+from semantest.plans import Endpoint
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], route_class=LimitedRoute)
 
 
 async def _submit(
@@ -78,7 +80,9 @@ _SUBMIT = {
     "response_model": BatchAccepted,
     "response_model_by_alias": True,
     "responses": success(202, BATCH_ACCEPTED, description="Queued.")
-    | responses(401, 409, 413, 422, 503),
+    | responses(401, 409, 413, 422, 503)
+    | rate_limited(),
+    "dependencies": [limit(Endpoint.BATCH)],
 }
 
 
@@ -148,7 +152,10 @@ async def summary(state: AppState, batch: dict[str, object]) -> BatchSummary:
     "/batches/{batch_id}",
     response_model=BatchSummary,
     response_model_by_alias=True,
-    responses=success(200, BATCH_SUMMARY, description="The batch.") | responses(401, 404),
+    responses=success(200, BATCH_SUMMARY, description="The batch.")
+    | responses(401, 404)
+    | rate_limited(),
+    dependencies=[limit()],
 )
 async def batch_status(batch_id: str, caller: JobsRead, state: State) -> BatchSummary:
     """The batch: counts by status, progress (0-100), whether it is done, and its jobs."""
@@ -160,7 +167,9 @@ async def batch_status(batch_id: str, caller: JobsRead, state: State) -> BatchSu
     response_model=BatchSummary,
     response_model_by_alias=True,
     responses=success(200, BATCH_SUMMARY, description="The batch after canceling.")
-    | responses(401, 404),
+    | responses(401, 404)
+    | rate_limited(),
+    dependencies=[limit()],
 )
 async def cancel_batch(batch_id: str, caller: JobsWrite, state: State) -> BatchSummary:
     """Cancel every job of the batch that is not final yet; final ones keep their status."""

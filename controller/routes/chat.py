@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, status
 from controller.audit import audit_targets
 from controller.auth import JobsWrite
 from controller.openapi import responses, success
+from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.routes.webhooks import check_webhook
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey, status_url
@@ -34,8 +35,9 @@ from semantest.chats import SLOT_GONE, ChatStore, worker_alive
 from semantest.errors import Conflict, NotFound
 from semantest.leases import return_slot_queue
 from semantest.models import JobOptions, JobRecord
+from semantest.plans import Endpoint
 
-router = APIRouter(prefix="/chat", tags=["chat"])
+router = APIRouter(prefix="/chat", tags=["chat"], route_class=LimitedRoute)
 
 #: A chat answer's example for the OpenAPI document.
 _ACCEPTED_EXAMPLE = {
@@ -76,7 +78,9 @@ async def _submit(
     response_model=ChatAccepted,
     response_model_by_alias=True,
     responses=success(202, _ACCEPTED_EXAMPLE, description="Accepted")
-    | responses(401, 409, 413, 422, 503),
+    | responses(401, 409, 413, 422, 503)
+    | rate_limited(),
+    dependencies=[limit(Endpoint.CHAT_NEW)],
 )
 async def new_chat(
     body: ChatRequest,
@@ -132,7 +136,9 @@ async def new_chat(
     response_model=ChatAccepted,
     response_model_by_alias=True,
     responses=success(202, _ACCEPTED_EXAMPLE, description="Accepted")
-    | responses(401, 404, 409, 413, 422, 503),
+    | responses(401, 404, 409, 413, 422, 503)
+    | rate_limited(),
+    dependencies=[limit()],
 )
 async def send_message(
     chat_id: str,

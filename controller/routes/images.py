@@ -9,15 +9,17 @@ from controller.audit import audit_targets
 from controller.auth import JobsRead, JobsWrite
 from controller.examples import GENERATE_ACCEPTED, JOB_RECORD
 from controller.openapi import responses, success
+from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.records import present
 from controller.routes.webhooks import check_webhook
 from controller.state import State
 from controller.submission import Idempotency, IdempotencyKey, status_url
 from semantest.errors import ImageNotFound, JobNotFound
 from semantest.models import GenerateAccepted, GenerateRequest, JobRecord
+from semantest.plans import Endpoint
 from semantest.storage import EXTENSIONS, content_type_of, parse_key
 
-router = APIRouter(prefix="/images", tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"], route_class=LimitedRoute)
 
 
 @router.post(
@@ -26,7 +28,9 @@ router = APIRouter(prefix="/images", tags=["images"])
     response_model=GenerateAccepted,
     response_model_by_alias=True,
     responses=success(202, GENERATE_ACCEPTED, description="Queued.")
-    | responses(401, 409, 413, 422, 503),
+    | responses(401, 409, 413, 422, 503)
+    | rate_limited(),
+    dependencies=[limit(Endpoint.GENERATE)],
 )
 async def generate(
     body: GenerateRequest,
@@ -73,7 +77,9 @@ async def generate(
     response_model=JobRecord,
     response_model_by_alias=True,
     responses=success(200, JOB_RECORD, description="The job record.")
-    | responses(401, 404, example_code="JOB_NOT_FOUND"),
+    | responses(401, 404, example_code="JOB_NOT_FOUND")
+    | rate_limited(),
+    dependencies=[limit(Endpoint.STATUS)],
 )
 async def job_status(job_id: str, caller: JobsRead, state: State) -> JobRecord:
     """The job record, image URLs filled; another tenant's job is indistinguishable from a
@@ -94,7 +100,9 @@ async def job_status(job_id: str, caller: JobsRead, state: State) -> JobRecord:
         302: {"description": "S3 storage: redirect to a presigned GET URL of the image."},
         304: {"description": "`If-None-Match` matched: the image did not change."},
         **responses(401, 404, example_code="IMAGE_NOT_FOUND"),
+        **rate_limited(),
     },
+    dependencies=[limit()],
 )
 async def image(
     tenant: str, name: str, request: Request, caller: JobsRead, state: State

@@ -12,6 +12,7 @@ from controller.auth import JobsRead, JobsWrite
 from controller.cancels import cancel_job
 from controller.examples import JOB_CANCELED, JOB_PAGE
 from controller.openapi import responses, success
+from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.records import present, present_all
 from controller.routes.batches import load_batch
 from controller.state import AppState, State
@@ -19,7 +20,7 @@ from semantest import keys
 from semantest.errors import ValidationError
 from semantest.models import JobPage, JobRecord, JobStatus
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=LimitedRoute)
 
 #: Records read per step while filtering a page, and at most per request.
 _STEP = 200
@@ -31,7 +32,9 @@ _MAX_SCANNED = 2000
     response_model=JobRecord,
     response_model_by_alias=True,
     responses=success(200, JOB_CANCELED, description="The canceled job.")
-    | responses(401, 404, 409, example_code="JOB_NOT_FOUND"),
+    | responses(401, 404, 409, example_code="JOB_NOT_FOUND")
+    | rate_limited(),
+    dependencies=[limit()],
 )
 async def cancel(job_id: str, caller: JobsWrite, state: State) -> JobRecord:
     """Cancel a job: a queued one never runs, a running one is stopped and its slot freed.
@@ -45,7 +48,10 @@ async def cancel(job_id: str, caller: JobsWrite, state: State) -> JobRecord:
     "/jobs",
     response_model=JobPage,
     response_model_by_alias=True,
-    responses=success(200, JOB_PAGE, description="A page of jobs.") | responses(401, 404, 422),
+    responses=success(200, JOB_PAGE, description="A page of jobs.")
+    | responses(401, 404, 422)
+    | rate_limited(),
+    dependencies=[limit()],
 )
 async def list_jobs(
     caller: JobsRead,
