@@ -6,8 +6,8 @@ coverage and fuzzing phases (`test_operation`), then the stateful phase over the
 schemathesis infers (submit a job, read its status: `test_stateful`).
 Against the real controller over HTTP with real Redis, authenticated with the test admin key;
 no agent runs, so submitted jobs just stay queued. Examples are bounded to keep the file well
-under a minute. No operation is excluded: the controller serves no WebSocket (the bridge lives
-in the agent), so every route is in the document.
+under a minute. No HTTP operation is excluded; the live-progress WebSocket `/api/v1/ws` has no
+OpenAPI operation and is covered by tests/integration/test_events_ws.py.
 
 The schema is the in-process app's document, loaded when the module is imported: schemathesis'
 lazy `from_fixture` loader does not work with this pytest (it sets `Node._nodeid`, which pytest
@@ -42,6 +42,9 @@ DOCUMENT: dict[str, Any] = create_app(Settings()).openapi()
 CONFIG = SchemathesisConfig.from_dict(
     {
         "operations": [
+            # live event streams stay open until their job is final (none runs here): one
+            # second shows their first answer and headers
+            {"include-path-regex": "/events$", "request-timeout": 1},
             {
                 "include-path": "/api/v1/jobs",
                 "include-method": "GET",
