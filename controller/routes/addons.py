@@ -118,7 +118,7 @@ async def index(_caller: AddonCallerDep, state: State) -> dict[str, list[dict[st
 
 
 def not_modified(request: Request, addon: Addon) -> bool:
-    """RFC 9110 §13.1: If-None-Match decides when present; else If-Modified-Since."""
+    """RFC 9110 (section 13.1): If-None-Match decides when present; else If-Modified-Since."""
     inm = request.headers.get("if-none-match")
     if inm is not None:
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
