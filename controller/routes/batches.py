@@ -123,11 +123,18 @@ async def load_batch(state: AppState, tenant: str, batch_id: str) -> dict[str, o
     return batch  # type: ignore[no-any-return]
 
 
-async def summary(state: AppState, batch: dict[str, object]) -> BatchSummary:
-    """Counts by status and progress of a batch, read from its jobs' records."""
+async def batch_records(
+    state: AppState, batch: dict[str, object]
+) -> tuple[list[str], list[JobRecord]]:
+    """The batch's job ids, and the records of those not expired."""
     ids = [str(i) for i in batch["jobIds"]]  # type: ignore[attr-defined]
     raw = await state.redis.mget([keys.job(i) for i in ids])
-    records = [JobRecord.from_json(r) for r in raw if r is not None]
+    return ids, [JobRecord.from_json(r) for r in raw if r is not None]
+
+
+async def summary(state: AppState, batch: dict[str, object]) -> BatchSummary:
+    """Counts by status and progress of a batch, read from its jobs' records."""
+    ids, records = await batch_records(state, batch)
     counts = {s.value: 0 for s in JobStatus}
     for r in records:
         counts[r.status.value] += 1
@@ -174,9 +181,7 @@ async def batch_status(batch_id: str, caller: JobsRead, state: State) -> BatchSu
 async def cancel_batch(batch_id: str, caller: JobsWrite, state: State) -> BatchSummary:
     """Cancel every job of the batch that is not final yet; final ones keep their status."""
     batch = await load_batch(state, caller.tenant, batch_id)
-    ids = [str(i) for i in batch["jobIds"]]  # type: ignore[attr-defined]
-    raw = await state.redis.mget([keys.job(i) for i in ids])
-    records = [JobRecord.from_json(r) for r in raw if r is not None]
+    _ids, records = await batch_records(state, batch)
     # followers first, so canceling their leader does not hand them on
     for record in sorted(records, key=lambda r: r.same_as is None):
         if not record.status.terminal:
