@@ -12,20 +12,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
-from controller.app import create_app
 from semantest import keys
 from semantest.config import Settings
 from semantest.errors import ImageNotFound
@@ -34,7 +30,7 @@ from semantest.models import ImageRecord, JobRecord, JobStatus
 from semantest.redis_clients import async_client
 from semantest.stack import free_port
 from semantest.storage import Storage, storage_from_settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, serve_controller
 
 pytestmark = pytest.mark.integration
 
@@ -190,33 +186,12 @@ class Deployment:
     url: str
 
 
-@contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """A real uvicorn serving the controller for `settings` on its loopback port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "controller did not start"
-        time.sleep(0.01)
-    try:
-        yield settings.controller_url
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module", params=["local", "s3", "s3-cdn"])
 def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     settings = settings_for(request.param, request, tmp_path_factory.mktemp("data"))
-    with serve(settings) as url:
+    with serve_controller(settings) as url:
         yield Deployment(request.param, settings, url)
 
 
