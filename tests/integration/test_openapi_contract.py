@@ -53,7 +53,7 @@ CONFIG = SchemathesisConfig.from_dict(
                         "expected-statuses": ["2xx", "3xx", 401, 403, 404, 409, 422, 429, "5xx"]
                     }
                 },
-            }
+            },
         ]
     }
 )
