@@ -172,14 +172,6 @@ def chat(chat_id: str) -> str:
 AUDIT = f"{PREFIX}:audit"
 
 
-def rate_bucket(bucket: str, subject: str) -> str:
-    """One rate-limit bucket (GCRA): its theoretical arrival time, unix microseconds, expiring
-    when the bucket is full again. `bucket` is an endpoint (`images.generate`) or `all` (the
-    plan's overall limit); `subject` is `t:<tenant>`, or `ip:<address>` for anonymous addon GETs.
-    """
-    return f"{PREFIX}:rl:{bucket}:{subject}"
-
-
 # --- Tenants and API keys (see semantest/tenants.py and semantest/api_keys.py) ---
 
 
@@ -201,6 +193,14 @@ def api_key_prefix(prefix: str) -> str:
 
 #: Every API key's prefix, scored by creation time (sorted set): what the admin list reads.
 API_KEYS = f"{PREFIX}:apikeys"
+
+
+def rate_bucket(bucket: str, subject: str) -> str:
+    """One rate-limit bucket (GCRA): its theoretical arrival time, unix microseconds, expiring
+    when the bucket is full again. `bucket` is an endpoint (`images.generate`) or `all` (the
+    plan's overall limit); `subject` is `t:<tenant>`, or `ip:<address>` for anonymous addon GETs.
+    """
+    return f"{PREFIX}:rl:{bucket}:{subject}"
 
 
 # --- Webhooks (see semantest/webhooks.py, semantest/webhook_events.py, webhook_worker.py) ---
