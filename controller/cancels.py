@@ -68,12 +68,9 @@ async def cancel_job(state: AppState, tenant: str, job_id: str) -> JobRecord:
             f"job {job_id} is already {final.record.status.value}",
             [{"field": "jobId", "reason": f"status {final.record.status.value}"}],
         ) from None
-    lane = record.priority.value
-    fair, depth = (
-        keys.fair_queue(record.provider, lane, tenant),
-        keys.lane_depth(record.provider, lane),
-    )
-    ring, rq_list = keys.fair_ring(record.provider, lane), keys.waiting(record.provider, lane)[0]
+    provider, lane = record.provider, record.priority.value
+    rq_list, depth = keys.waiting(provider, lane)
+    fair, ring = keys.fair_queue(provider, lane, tenant), keys.fair_ring(provider, lane)
     await state.redis.eval(UNQUEUE_LUA, 4, fair, ring, depth, rq_list, job_id, tenant)
     if was is JobStatus.RETRYING:
         await to_thread.run_sync(_cancel_in_rq, state.redis_sync, job_id)
