@@ -17,11 +17,13 @@ lazy `from_fixture` loader does not work with this pytest (it sets `Node._nodeid
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jsonschema_rs
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
@@ -30,7 +32,8 @@ from schemathesis.config import SchemathesisConfig
 from controller.app import create_app
 from controller.openapi import API_CODES
 from semantest.config import Settings
-from tests.conftest import ADMIN_KEY
+from semantest.stack import free_port
+from tests.conftest import ADMIN_KEY, serve_controller
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +79,39 @@ def test_operation(case: Case, controller_url: str) -> None:
     case.call_and_validate(base_url=controller_url, headers=AUTH)
 
 
-def test_stateful(controller_url: str) -> None:
+@pytest.fixture(scope="module")
+def stateful_controller(api_settings: Settings) -> Iterator[tuple[str, redis.Redis]]:
+    """A controller of its own on Redis database 50, rate limits off.
+
+    Hypothesis replays choices and requires the same choices to lead to the same draws. In a
+    stateful run the draws depend on the server's answers (a bundle fills only after a 202), so
+    each scenario must start from the same server state: `Machine.setup` empties this database.
+    The shared controller cannot give that (other tests' jobs, idempotency keys, rate limits).
+    """
+    settings = api_settings.model_copy(
+        update={
+            "redis_url": api_settings.redis_url.rsplit("/", 1)[0] + "/50",
+            "port": free_port(),
+            "rate_limits": False,
+        }
+    )
+    db = redis.Redis.from_url(settings.redis_url)
+    db.flushdb()
+    with serve_controller(settings) as url:
+        yield url, db
+    db.flushdb()
+    db.close()
+
+
+def test_stateful(stateful_controller: tuple[str, redis.Redis]) -> None:
+    url, db = stateful_controller
+
     class Machine(schema.as_state_machine()):  # type: ignore[misc]  # a class built at runtime
+        def setup(self) -> None:
+            db.flushdb()
+
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
-            return {"base_url": controller_url, "headers": AUTH}
+            return {"base_url": url, "headers": AUTH}
 
     Machine.run(
         settings=settings(BOUNDED, max_examples=15, stateful_step_count=6),
