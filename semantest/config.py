@@ -207,6 +207,20 @@ class Settings(BaseSettings):
     #: Seconds one delivery attempt may take in all (resolve, connect, send, answer, redirects).
     webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     log_level: str = "INFO"
+    #: Log lines on stdout: `json` (one object a line, for log pipelines) or `text`.
+    log_format: Literal["json", "text"] = "json"
+    #: Port of the `/metrics` endpoint each agent, pool supervisor and webhook worker serves
+    #: (0: a free port, published in the controller's scrape target list; set one in a
+    #: container, where each process has its own address).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    #: Interface those endpoints listen on (0.0.0.0 in a container).
+    metrics_host: str = "127.0.0.1"
+    #: Whether the controller's `/metrics` and scrape targets answer without a key (else a
+    #: key with the `admin` scope, as Prometheus' `authorization` sends it).
+    metrics_public: bool = True
+    #: OTLP/HTTP endpoint traces are exported to (e.g. `http://collector:4318`); unset: no
+    #: tracing at all.
+    otel_endpoint: str | None = None
 
     @field_validator("redis_url")
     @classmethod
