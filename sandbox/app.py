@@ -138,6 +138,12 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
         faults.extend([body.kind] * body.count)
         return {"pending": list(faults)}
 
+    @app.delete("/_sandbox/faults")
+    def clear_faults() -> dict[str, object]:
+        """Test control: forget every fault not yet served (tests reset between each other)."""
+        faults.clear()
+        return {"pending": []}
+
     @app.get("/_sandbox/faults")
     def pending_faults() -> dict[str, object]:
         """Faults not yet served."""
