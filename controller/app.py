@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
@@ -35,8 +36,12 @@ from semantest.redis_clients import async_client, sync_client
 from semantest.storage import storage_from_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The controller app for `settings` (the environment's when omitted)."""
+def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DIR) -> FastAPI:
+    """The controller app for `settings` (the environment's when omitted).
+
+    `addons_dir` is the folder of addons it serves (ours by default; `semantest.testing`'s
+    `addon_server` passes a project's own).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -54,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             redis_sync=redis_sync,
             jobs=JobStore(redis),
-            registry=Registry.load(ADDONS_DIR),
+            registry=Registry.load(addons_dir),
             storage=storage_from_settings(settings),
             submitter=Submitter(redis, settings),
             key_hashes=key_hashes,
