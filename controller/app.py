@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from addons import ADDONS_DIR
 from addons.registry import Registry
 from controller import handlers, openapi
+from controller.addon_delivery import AddonFastPath
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
 from controller.routes import (
@@ -23,6 +24,7 @@ from controller.routes import (
     fleet,
     health,
     images,
+    installs,
     jobs,
     webhooks,
 )
@@ -84,12 +86,14 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
         lifespan=lifespan,
     )
     api = APIRouter(prefix="/api/v1")
-    for module in (images, batches, jobs, chat, addons, health, fleet, audit, admin, webhooks):
+    routers = (images, batches, jobs, chat, addons, installs, health, fleet, audit, admin, webhooks)
+    for module in routers:
         api.include_router(module.router)
     api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)
     handlers.install(app)
     openapi.install(app)
+    app.add_middleware(AddonFastPath)  # public addon GETs from prebuilt bytes (innermost)
     app.add_middleware(AuditTrail)  # inside RequestContext: it sees the request id
     app.add_middleware(RequestContext)
     return app
