@@ -16,7 +16,7 @@ EARLY = AgentLoop() if __name__ == "__main__" else None
 
 from agents.worker import run_agent  # noqa: E402
 from semantest.config import get_settings  # noqa: E402
-from semantest.logs import configure_logging  # noqa: E402
+from semantest.logs import bind, configure_logging  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
         if not 1 <= args.slots <= 16:
             parser.error("--slots must be between 1 and 16")
         settings = settings.model_copy(update={"slots": args.slots})
-    configure_logging(settings.log_level, role=f"agent[{args.name or '-'}]")
+    configure_logging(settings.log_level, "agent", settings.log_format)
+    bind(agent=args.name)  # run_agent binds the host name when there is no --name
     sys.exit(run_agent(settings, name=args.name, provider=args.provider, early=EARLY))
 
 

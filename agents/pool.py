@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from agents.worker import EXIT_RECYCLE
+from semantest import metrics
 from semantest.config import Settings, get_settings
 from semantest.logs import configure_logging
 from semantest.stack import die_with_parent
@@ -108,6 +110,7 @@ class Pool:
             ran = now - member.started_at
             member.proc = None
             member.restarts += 1
+            metrics.AGENT_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
             if code == EXIT_RECYCLE:
                 log.info("%s recycled after %.0f s; starting a fresh one", member.name, ran)
                 member.next_start, member.backoff_s = now, BACKOFF_MIN_S
@@ -160,7 +163,8 @@ def main() -> None:
     if args.slots is not None and not 1 <= args.slots <= 16:
         parser.error("--slots must be between 1 and 16")
     settings = get_settings()
-    configure_logging(settings.log_level, role="pool")
+    configure_logging(settings.log_level, "pool", settings.log_format)
+    metrics.serve(settings, "pool", f"{args.prefix}@{socket.gethostname()}")
     pool = Pool(settings, args.count, args.slots, args.prefix, max(0.0, args.stagger))
     sys.exit(pool.run())
 

@@ -41,9 +41,10 @@ from rq.worker_registration import clean_worker_registry
 from agents import jobs
 from agents.early import AgentLoop
 from agents.runtime import AgentRuntime
-from semantest import keys
+from semantest import keys, metrics, tracing
 from semantest.config import Settings
 from semantest.fleet import AgentState
+from semantest.logs import bind, bound
 from semantest.models import Priority
 from semantest.redis_clients import sync_client
 
@@ -177,7 +178,8 @@ class SlotWorker(SimpleWorker):
         """RQ's SimpleWorker step, with the claim dropped once RQ's registry holds the job."""
         execution = self.prepare_execution(job)
         self.connection.lrem(self.claim_key, 1, job.id)
-        self.perform_job(job, queue, execution)
+        with bound(job_id=job.id):  # RQ's lines and the attempt's (it runs in this context)
+            self.perform_job(job, queue, execution)
         self.set_state(WorkerStatus.IDLE)
 
     def teardown(self) -> None:
@@ -209,6 +211,8 @@ def run_agent(
         raise SystemExit("agent needs SEMANTEST_REDIS_URL and a Chromium (SEMANTEST_CHROMIUM)")
     # The id names the browser profile: a restarted agent keeps its profile (and login).
     agent_id = name or socket.gethostname()
+    bind(agent=agent_id)
+    tracing.setup(settings, "semantest-agent")
     boot = secrets.token_hex(4)
     stop: list[str] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
@@ -220,6 +224,9 @@ def run_agent(
         runtime.stop()
         raise
     jobs.install(runtime)
+    metrics.AGENT_STARTS.labels(provider).inc()
+    metrics.AGENT_COLD_START.labels(provider).observe(runtime.ready_after_s or 0.0)
+    metrics.serve(settings, "agent", agent_id)
     queue_names = [keys.queue_name(provider, lane) for lane in keys.LANES]  # high first
     threads: list[threading.Thread] = []
     for slot in runtime.slots:
@@ -244,6 +251,7 @@ def run_agent(
 
 
 def _work(worker: SlotWorker) -> None:
+    bind(agent=worker.runtime.agent_id, slot=worker.slot.index)  # a new thread: a new context
     jobs.current.slot = worker.slot.index
     jobs.current.worker = worker.name
     try:

@@ -11,15 +11,41 @@ the loop is busy.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from granian import Granian
-from granian.constants import Interfaces, Loops
-from granian.log import LogLevels
+import os
+import shutil
 
-from controller.app import create_app
 from semantest.config import get_settings
-from semantest.logs import configure_logging
-from semantest.stack import die_with_parent
+
+
+def use_metrics_dir() -> None:
+    """Give the workers one fresh directory for prometheus-client's multiprocess mode.
+
+    prometheus-client picks its mode when it is imported, so this runs before the app (and
+    with it prometheus-client) is imported; the workers inherit the variable. One directory per
+    port (two controllers never share a port), emptied first as prometheus-client requires. An
+    operator's own PROMETHEUS_MULTIPROC_DIR is kept (and must be emptied by them).
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    settings = get_settings()
+    path = settings.data_dir / "metrics" / f"controller-{settings.port}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+if __name__ == "__main__":
+    use_metrics_dir()
+
+from fastapi import FastAPI  # noqa: E402
+from granian import Granian  # noqa: E402
+from granian.constants import Interfaces, Loops  # noqa: E402
+from granian.log import LogLevels  # noqa: E402
+
+from controller.app import create_app  # noqa: E402
+from semantest import tracing  # noqa: E402
+from semantest.logs import configure_logging  # noqa: E402
+from semantest.stack import die_with_parent  # noqa: E402
 
 #: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
@@ -31,14 +57,15 @@ def worker_app() -> FastAPI:
     # it, so that even a SIGKILLed controller leaves no worker behind holding the port.
     die_with_parent()
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "controller", settings.log_format)
+    tracing.setup(settings, "semantest-controller")
     return create_app(settings)
 
 
 def main() -> None:
     """Run until SIGINT/SIGTERM (granian stops its workers gracefully)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "controller", settings.log_format)
     Granian(
         "controller.__main__:worker_app",
         factory=True,

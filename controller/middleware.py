@@ -2,7 +2,9 @@
 
 `RequestContext` gives every request an id (a sane incoming `X-Request-ID` is kept), echoes it
 in the response, and refuses bodies over the limit with `PAYLOAD_TOO_LARGE`: by `Content-Length`
-before reading, and for chunked bodies (no length) by reading at most the limit first.
+before reading, and for chunked bodies (no length) by reading at most the limit first. No route
+takes a list in its query, so a parameter given twice (`?jobId=a&jobId=b`) is refused with
+`VALIDATION_ERROR` naming it, instead of silently using one of the values.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semantest.errors import PayloadTooLarge
+from semantest.errors import PayloadTooLarge, SemantestError, ValidationError
+from semantest.logs import bind
 
 _RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
@@ -34,6 +38,7 @@ class RequestContext:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _RID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        bind(request_id=rid)  # every log line of this request's task carries it
         raw_id = rid.encode()
 
         async def send_with_id(message: Message) -> None:
@@ -41,8 +46,7 @@ class RequestContext:
                 message.setdefault("headers", []).append((b"x-request-id", raw_id))
             await send(message)
 
-        async def too_large() -> None:
-            err = PayloadTooLarge(f"request body over {self.max_body} bytes")
+        async def refuse(err: SemantestError) -> None:
             body = json.dumps(err.envelope(rid)).encode()
             await send_with_id(
                 {
@@ -52,6 +56,19 @@ class RequestContext:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+
+        async def too_large() -> None:
+            await refuse(PayloadTooLarge(f"request body over {self.max_body} bytes"))
+
+        repeated = _repeated(scope.get("query_string", b""))
+        if repeated:
+            await refuse(
+                ValidationError(
+                    f"query parameter {repeated!r} given more than once",
+                    [{"field": repeated, "reason": "given more than once"}],
+                )
+            )
+            return
 
         length = headers.get(b"content-length")
         if length is not None:
@@ -84,3 +101,15 @@ class RequestContext:
                 return None
             if not message.get("more_body", False):
                 return messages
+
+
+def _repeated(query: bytes) -> str | None:
+    """The first query parameter named twice, if any."""
+    if b"&" not in query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name
+        seen.add(name)
+    return None

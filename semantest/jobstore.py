@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from semantest import keys
+from semantest.metrics import observe_final
 from semantest.models import JobEvent, JobRecord, JobStatus
 from semantest.webhook_events import announce_final
 
@@ -106,6 +107,7 @@ class JobStore:
         controller/submission.py); a follower already final (canceled) keeps its own status.
         Its webhook events are emitted here too, once per job and status.
         """
+        observe_final(record)
         await announce_final(self.redis, record)
         if record.status is JobStatus.SUCCEEDED and record.options.cache and not record.cached:
             images = [i.model_dump(mode="json", by_alias=True) for i in record.images]

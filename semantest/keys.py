@@ -228,3 +228,13 @@ def webhook_deliveries(tenant: str) -> str:
 def webhook_batch_ended(batch_id: str) -> str:
     """Jobs of a batch that have ended (set): when it holds them all, `batch.completed`."""
     return f"{PREFIX}:webhook:batch-ended:{batch_id}"
+
+
+#: Scrape targets of the processes that serve their own `/metrics` (agents, pool, webhook
+#: workers): a hash of `<role>/<instance>` → JSON {target, role, instance, seen}.
+METRICS_TARGETS = f"{PREFIX}:metrics:targets"
+
+
+def job_trace(job_id: str) -> str:
+    """A job's trace context (W3C `traceparent`), written at submit only while tracing is on."""
+    return f"{PREFIX}:job:{job_id}:trace"

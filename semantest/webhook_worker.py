@@ -22,13 +22,14 @@ import socket
 import threading
 import time
 
+from redis.asyncio import Redis
 from rq import Queue, SimpleWorker, get_current_job
 from rq.job import Retry
 from rq.scheduler import RQScheduler
 
-from semantest import keys, webhooks
+from semantest import keys, metrics, webhooks
 from semantest.config import Settings, get_settings
-from semantest.logs import configure_logging
+from semantest.logs import bound, configure_logging
 from semantest.redis_clients import async_client, sync_client
 from semantest.storage import Storage, storage_from_settings
 from semantest.webhook_events import (
@@ -74,59 +75,67 @@ async def _attempt(event_id: str, attempt: int, settings: Settings) -> Retry | N
             log.warning("webhook event %s is gone (expired?); nothing to deliver", event_id)
             return None
         event = WebhookEvent.model_validate_json(raw)
-        started = time.monotonic()
-        secret = await tenant_secret(redis, event.tenant, settings)
-        if secret is None:
-            answer = webhooks.Answer(
-                url=event.url,
-                error=f"tenant {event.tenant} has no webhook secret "
-                "(the admin tenant's is SEMANTEST_WEBHOOK_SECRET)",
-            )
-        else:
-            content = webhooks.body(event.type.value, event.occurred_at, _present(event, settings))
-            headers = webhooks.sign(secret, event.id, time.time(), content)
-            guard = webhooks.Guard.from_settings(settings)
-            answer = await webhooks.post(
-                event.url, content, headers, guard, settings.webhook_timeout_s
-            )
-        intervals = backoff_intervals(settings)
-        again = not answer.delivered and not answer.final and attempt <= len(intervals)
-        delay = intervals[attempt - 1] if again else None
-        record = DeliveryAttempt(
-            id=event.id,
-            type=event.type,
-            job_id=event.job_id,
-            batch_id=event.batch_id,
-            url=event.url,
-            final_url=answer.url if answer.url != event.url else None,
-            attempt=attempt,
-            outcome=Outcome.DELIVERED
-            if answer.delivered
-            else (Outcome.RETRYING if again else Outcome.FAILED),
-            status_code=answer.status_code,
-            error=answer.error,
-            duration_ms=round((time.monotonic() - started) * 1000),
-            at=time.time(),
-            next_attempt_at=time.time() + delay if delay is not None else None,
-        )
-        await log_attempt(redis, event.tenant, record)
-        log.info(
-            "webhook %s attempt %d to %s: %s %s",
-            event.id,
-            attempt,
-            event.url,
-            record.outcome.value,
-            answer.status_code or answer.error,
-        )
-        if answer.delivered:
-            return None
-        if not again:
-            raise DeliveryFailed(
-                f"{event.id}: not delivered ({answer.error or answer.status_code})"
-            )
-        return Retry(max=len(intervals), interval=intervals)
+        with bound(job_id=event.job_id):
+            return await _deliver(redis, event, attempt, settings)
     finally:
         await redis.aclose()
+
+
+async def _deliver(
+    redis: Redis, event: WebhookEvent, attempt: int, settings: Settings
+) -> Retry | None:
+    """Sign, post and log one attempt of `event` (see `_attempt`)."""
+    started = time.monotonic()
+    secret = await tenant_secret(redis, event.tenant, settings)
+    if secret is None:
+        answer = webhooks.Answer(
+            url=event.url,
+            error=f"tenant {event.tenant} has no webhook secret "
+            "(the admin tenant's is SEMANTEST_WEBHOOK_SECRET)",
+        )
+    else:
+        content = webhooks.body(event.type.value, event.occurred_at, _present(event, settings))
+        headers = webhooks.sign(secret, event.id, time.time(), content)
+        guard = webhooks.Guard.from_settings(settings)
+        answer = await webhooks.post(event.url, content, headers, guard, settings.webhook_timeout_s)
+    intervals = backoff_intervals(settings)
+    again = not answer.delivered and not answer.final and attempt <= len(intervals)
+    delay = intervals[attempt - 1] if again else None
+    record = DeliveryAttempt(
+        id=event.id,
+        type=event.type,
+        job_id=event.job_id,
+        batch_id=event.batch_id,
+        url=event.url,
+        final_url=answer.url if answer.url != event.url else None,
+        attempt=attempt,
+        outcome=Outcome.DELIVERED
+        if answer.delivered
+        else (Outcome.RETRYING if again else Outcome.FAILED),
+        status_code=answer.status_code,
+        error=answer.error,
+        duration_ms=round((time.monotonic() - started) * 1000),
+        at=time.time(),
+        next_attempt_at=time.time() + delay if delay is not None else None,
+    )
+    await log_attempt(redis, event.tenant, record)
+    metrics.WEBHOOK_DELIVERIES.labels(event.type.value, record.outcome.value).inc()
+    metrics.WEBHOOK_DELIVERY_SECONDS.labels(record.outcome.value).observe(
+        time.monotonic() - started
+    )
+    log.info(
+        "webhook %s attempt %d to %s: %s %s",
+        event.id,
+        attempt,
+        event.url,
+        record.outcome.value,
+        answer.status_code or answer.error,
+    )
+    if answer.delivered:
+        return None
+    if not again:
+        raise DeliveryFailed(f"{event.id}: not delivered ({answer.error or answer.status_code})")
+    return Retry(max=len(intervals), interval=intervals)
 
 
 def _present(event: WebhookEvent, settings: Settings) -> dict[str, object]:
@@ -173,9 +182,10 @@ def _schedule_retries(settings: Settings, stop: threading.Event) -> None:
 def main() -> None:
     """Deliver webhooks until SIGTERM (RQ's warm shutdown: the attempt in hand finishes)."""
     settings = get_settings()
-    configure_logging(settings.log_level, role="webhooks")
+    configure_logging(settings.log_level, "webhooks", settings.log_format)
     if settings.redis_url is None:
         raise SystemExit("SEMANTEST_REDIS_URL is not set (semantest up sets it for you)")
+    metrics.serve(settings, "webhooks", f"{socket.gethostname()}.{os.getpid()}")
     connection = sync_client(settings.redis_url)
     stop = threading.Event()
     scheduler = threading.Thread(
