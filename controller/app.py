@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
-from controller import handlers, openapi
+from controller import handlers, metrics, openapi
 from controller.addon_delivery import AddonFastPath
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
@@ -91,9 +91,11 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
         api.include_router(module.router)
     api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)
+    app.include_router(metrics.router)  # /metrics and the scrape targets
     handlers.install(app)
     openapi.install(app)
     app.add_middleware(AddonFastPath)  # public addon GETs from prebuilt bytes (innermost)
     app.add_middleware(AuditTrail)  # inside RequestContext: it sees the request id
     app.add_middleware(RequestContext)
+    app.add_middleware(metrics.HttpMetrics)  # outermost: times every answer, 413s included
     return app
