@@ -30,7 +30,7 @@ import aiofiles.os
 from agents import capture, chat_tabs
 from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, ChatTab, Slot
 from extension_bridge.protocol import ChatTurn, JobProgress, JobRun
-from semantest import attempts
+from semantest import attempts, keys, metrics, tracing
 from semantest.chats import SLOT_GONE
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.jobstore import StaleLease, TerminalRecord
@@ -84,8 +84,22 @@ class Attempt:
 
     async def run(self) -> Outcome:
         """Run the attempt under its deadline and record how it ended."""
+        record, slot = self.record, self.slot
+        parent = None
+        if tracing.enabled():  # the submit span's context, and the time the job queued
+            parent = tracing.parent_of(await self.runtime.redis.get(keys.job_trace(record.id)))
+            if record.attempts == 1:
+                tracing.record_span(
+                    "semantest.queue", parent, record.created_at, record.started_at or time.time()
+                )
+        log.info("job %s attempt %d on %s", record.id, record.attempts, slot.name)
+        attributes = {"job.id": record.id, "agent.slot": slot.name, "attempt": record.attempts}
         try:
-            return await self._run()
+            with tracing.span("semantest.attempt", parent=parent, attributes=attributes):
+                outcome = await self._run()
+            metrics.ATTEMPTS.labels(record.provider, outcome.kind).inc()
+            log.info("job %s attempt %d: %s", record.id, record.attempts, outcome.kind)
+            return outcome
         finally:
             if self.chat_tab is not None:
                 self.chat_tab.busy = False
@@ -195,7 +209,8 @@ class Attempt:
         )
         try:
             # The bridge's own wait ends just after the deadline, so the deadline decides.
-            result = await rt.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
+            with tracing.span("semantest.bridge", attributes={"tab.id": tab}):
+                result = await rt.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
         except JobFailure as failure:
             if failure.job_code in PARKING_CODES:  # the retry goes to another slot
                 slot.park(PARKING_CODES[failure.job_code])
@@ -210,19 +225,20 @@ class Attempt:
             raise GenerationFailed("the provider answered with nothing")
         await self._progress(90, Stage.STORING)
         stored = []
-        for image in result.images:
-            data, content_type = await capture.fetch_bytes(
-                rt.browser.context.request, image, rt.settings.max_image_bytes
-            )
-            stored.append(
-                await capture.store_image(
-                    rt.storage,
-                    record.tenant,
-                    data,
-                    content_type,
-                    source_url=image.url,
+        with tracing.span("semantest.store", attributes={"images": len(result.images)}):
+            for image in result.images:
+                data, content_type = await capture.fetch_bytes(
+                    rt.browser.context.request, image, rt.settings.max_image_bytes
                 )
-            )
+                stored.append(
+                    await capture.store_image(
+                        rt.storage,
+                        record.tenant,
+                        data,
+                        content_type,
+                        source_url=image.url,
+                    )
+                )
         return stored, reply
 
     async def _progress(self, progress: int, stage: Stage, status: JobStatus | None = None) -> None:

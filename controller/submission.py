@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import zlib
 from dataclasses import dataclass
@@ -35,11 +36,14 @@ from rq.serializers import resolve_serializer
 from rq.utils import now, utcformat
 
 from controller.state import AppState
-from semantest import keys
+from semantest import keys, tracing
 from semantest.config import Settings
 from semantest.errors import Conflict, Unavailable
+from semantest.metrics import observe_final
 from semantest.models import ImageRecord, JobEvent, JobRecord, JobStatus, Stage
 from semantest.webhook_events import announce_final
+
+log = logging.getLogger(__name__)
 
 #: KEYS[1] idempotency key, KEYS[2] batch key, KEYS[3] tenant's job index, then 8 keys per job:
 #: record, events, RQ job hash, target list, fair ring, lane depth, leader's followers, doorbell.
@@ -243,12 +247,20 @@ class Submitter:
                 json.dumps(fields),
                 data,
             ]
-        reply = await self._script(keys=key_list, args=args)
-        verdict = reply[0].decode()
+        with tracing.span("semantest.submit", attributes={"jobs": len(records)}):
+            reply = await self._script(keys=key_list, args=args)
+            verdict = reply[0].decode()
+            if verdict == "ok" and tracing.enabled():  # the agents' spans continue this trace
+                await self._keep_trace(records, tracing.traceparent())
         if verdict == "ok":
             for record in records:
                 if record.status.terminal:  # final at once: its webhook events go out now
+                    observe_final(record)
                     await announce_final(self.redis, record)
+            if len(records) == 1:
+                log.info("job %s accepted", records[0].id, extra={"job_id": records[0].id})
+            else:
+                log.info("%d jobs accepted: %s", len(records), " ".join(r.id for r in records))
             return None
         if verdict == "replay":
             return Replay(json.loads(reply[1]))
@@ -266,6 +278,15 @@ class Submitter:
             retry_after_s=5,
             details=[{"field": "priority", "reason": f"lane {lane_name} at capacity"}],
         )
+
+    async def _keep_trace(self, records: list[JobRecord], traceparent: str | None) -> None:
+        """Store the submit span's context for the agents (only while tracing is on)."""
+        if traceparent is None:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.set(keys.job_trace(record.id), traceparent, ex=keys.RECORD_TTL_S)
+            await pipe.execute()
 
     def _rq_job(self, record: JobRecord) -> tuple[dict[str, Any], bytes]:
         """RQ's job hash for `record` (what `Queue.enqueue` would write), minus `data`.
