@@ -12,6 +12,9 @@ from controller.state import AppState
 from semantest.models import JobRecord
 from semantest.storage import Storage
 
+#: Job and batch ids as the API issues them: query filters refuse anything else, "" too.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
 
 def image_url(storage: Storage, key: str, controller_url: str) -> str:
     """Where a client downloads a stored image: the CDN when one fronts the storage, else the

@@ -13,7 +13,7 @@ from controller.cancels import cancel_job
 from controller.examples import JOB_CANCELED, JOB_PAGE
 from controller.openapi import responses, success
 from controller.ratelimit import LimitedRoute, limit, rate_limited
-from controller.records import present, present_all
+from controller.records import ID_PATTERN, present, present_all
 from controller.routes.batches import load_batch
 from controller.state import AppState, State
 from semantest import keys
@@ -57,7 +57,7 @@ async def list_jobs(
     caller: JobsRead,
     state: State,
     status: JobStatus | None = None,
-    batch_id: Annotated[str | None, Query(alias="batchId", max_length=64)] = None,
+    batch_id: Annotated[str | None, Query(alias="batchId", pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 
 from controller.auth import JobsRead
 from controller.openapi import responses, success
+from controller.records import ID_PATTERN
 from controller.state import State
 from semantest.config import Settings
 from semantest.errors import ValidationError
@@ -73,8 +74,8 @@ def check_webhook(target: WebhookTarget | None, settings: Settings) -> None:
 async def list_deliveries(
     caller: JobsRead,
     state: State,
-    job_id: Annotated[str | None, Query(alias="jobId", max_length=64)] = None,
-    batch_id: Annotated[str | None, Query(alias="batchId", max_length=64)] = None,
+    job_id: Annotated[str | None, Query(alias="jobId", pattern=ID_PATTERN)] = None,
+    batch_id: Annotated[str | None, Query(alias="batchId", pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> DeliveryPage:
     """Your webhook delivery attempts, newest first (the last 1,000 are kept, 7 days): each

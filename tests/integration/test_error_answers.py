@@ -125,3 +125,18 @@ def test_unknown_fields_are_named_as_sent(client: httpx.Client) -> None:
     reply = client.post(GENERATE, json={"prompt": "p", "Style-Hint": 1})
     assert reply.status_code == 422
     assert [d["field"] for d in error_of(reply)["details"]] == ["Style-Hint"]
+
+
+def test_a_query_parameter_given_twice_is_refused_by_name(client: httpx.Client) -> None:
+    reply = client.get("/api/v1/jobs?limit=5&limit=7")
+    assert reply.status_code == 422
+    err = error_of(reply)
+    assert err["code"] == "VALIDATION_ERROR"
+    assert err["details"] == [{"field": "limit", "reason": "given more than once"}]
+    assert client.get("/api/v1/jobs?limit=5").status_code == 200
+
+
+def test_an_empty_id_filter_is_refused(client: httpx.Client) -> None:
+    reply = client.get("/api/v1/webhooks/deliveries?jobId=")
+    assert reply.status_code == 422
+    assert [d["field"] for d in error_of(reply)["details"]] == ["jobId"]
