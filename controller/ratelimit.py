@@ -45,6 +45,7 @@ from controller.openapi import responses
 from controller.state import AppState, State
 from semantest import keys
 from semantest.errors import RateLimited
+from semantest.metrics import RATE_LIMITED
 from semantest.plans import DEFAULT_PLAN, Endpoint, Limit, Plan, resolve_plans
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ async def enforce(
         b = decision.binding
         what = "requests" if b.name == OVERALL else f"{b.name} requests"
         plan = "" if caller is None else f" on plan {limiter.plan(caller.plan).name}"
+        RATE_LIMITED.labels(b.name, limiter.plan(caller.plan).name if caller else "anonymous").inc()
         raise RateLimited(
             f"too many {what}{plan} ({b.limit.describe()}); retry in {decision.retry_after_s} s",
             retry_after_s=decision.retry_after_s,

@@ -237,3 +237,34 @@ def test_two_granian_workers_are_summed_whoever_answers(settings: Settings, tmp_
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def test_rate_limit_rejections_by_endpoint_and_plan(settings: Settings) -> None:
+    from semantest.plans import PlanSpec
+
+    plans = {"partner": PlanSpec.model_validate({"overall": {"count": 3, "period_s": 3600}})}
+    limited = settings.model_copy(update={"port": free_port(), "rate_limit_plans": plans})
+    r = redis.Redis.from_url(settings.redis_url or "")
+    for key in r.scan_iter(f"{keys.PREFIX}:rl:*"):
+        r.delete(key)
+    r.close()
+    with serve_controller(limited) as url:
+        before = sample(
+            httpx.get(f"{url}/metrics").text,
+            "semantest_rate_limit_rejections_total",
+            endpoint="all",
+            plan="partner",
+        )
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        codes = [
+            httpx.get(f"{url}/api/v1/images/status/{uuid.uuid4().hex}", headers=auth).status_code
+            for _ in range(5)
+        ]
+        assert codes.count(429) >= 2, codes
+        after = sample(
+            httpx.get(f"{url}/metrics").text,
+            "semantest_rate_limit_rejections_total",
+            endpoint="all",
+            plan="partner",
+        )
+        assert after == (before or 0) + codes.count(429)
