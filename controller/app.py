@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
-from controller import handlers, metrics, openapi
+from controller import docs, handlers, metrics, openapi
 from controller.addon_delivery import AddonFastPath
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
         version=__version__,
         summary="Chat-only image generators as an HTTP service.",
         lifespan=lifespan,
+        # served by controller.docs from vendored files, never from a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     api = APIRouter(prefix="/api/v1")
     routers = (images, batches, jobs, chat, addons, installs, health, fleet, audit, admin, webhooks)
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
     app.include_router(api)
     app.include_router(metrics.router)  # /metrics and the scrape targets
     handlers.install(app)
+    docs.install(app)  # /docs, /redoc (offline) and the `/` redirect
     openapi.install(app)
     app.add_middleware(AddonFastPath)  # public addon GETs from prebuilt bytes (innermost)
     app.add_middleware(AuditTrail)  # inside RequestContext: it sees the request id

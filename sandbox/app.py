@@ -20,11 +20,18 @@ from pydantic import BaseModel, Field
 
 from sandbox.chat import Conversations, chat_reply, image_reply
 from sandbox.page import chat_page_html
+from sandbox.render import ImageSpec
 from sandbox.store import ImageStore
 
 LATENCY_ENV = "SEMANTEST_SANDBOX_LATENCY_MS"
+#: The id `semantest up` gives its run; `/health` echoes it so the stack knows its own sandbox.
+RUN_ID_ENV = "SEMANTEST_RUN_ID"
 SESSION_COOKIE = "sandbox_session"
 IMAGE_SIZE = 512
+#: Sizes the sandbox renders: WxH, each side 64 to 2048 pixels (what the API's schema allows).
+SIDE = r"(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|20[0-3][0-9]|204[0-8])"
+SIZE_PATTERN = rf"^{SIDE}x{SIDE}$"
+MAX_IMAGES = 4
 MAX_PROMPT_CHARS = 4000
 _DELTA_COUNT = 5
 
@@ -51,6 +58,7 @@ class ConversationIn(BaseModel):
     Without ``conversationId`` the prompt is a one-off image request (the reply is
     ``Here is an image of …``); with one, it is the next message of that conversation and the
     reply depends on the messages before it. ``image: false`` asks for a text reply only.
+    The image settings of the page (``count``, ``size``, ``style``, ``model``) shape the images.
     """
 
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
@@ -58,6 +66,20 @@ class ConversationIn(BaseModel):
         str | None, Field(alias="conversationId", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ] = None
     image: bool = True
+    count: Annotated[int, Field(ge=1, le=MAX_IMAGES)] = 1
+    size: Annotated[str | None, Field(pattern=SIZE_PATTERN)] = None
+    style: Annotated[str | None, Field(max_length=100)] = None
+    model: Annotated[str | None, Field(max_length=100)] = None
+
+    def images(self) -> list[ImageSpec]:
+        """The images this message asks for (none with ``image: false``)."""
+        if not self.image:
+            return []
+        width, height = (int(n) for n in (self.size or f"{IMAGE_SIZE}x{IMAGE_SIZE}").split("x"))
+        return [
+            ImageSpec(self.prompt, width, height, n, self.style or None, self.model or None)
+            for n in range(self.count)
+        ]
 
 
 def latency_from_env() -> int:
@@ -127,10 +149,15 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
         """Send visitors to the chat page."""
         return RedirectResponse("/chat")
 
+    run_id = os.environ.get(RUN_ID_ENV) or None
+
     @app.get("/health")
     def health() -> dict[str, object]:
-        """Liveness plus the configured latency."""
-        return {"ok": True, "latencyMs": latency}
+        """Liveness, the configured latency and the stack run's id (when started by one)."""
+        answer: dict[str, object] = {"ok": True, "latencyMs": latency}
+        if run_id is not None:
+            answer["runId"] = run_id
+        return answer
 
     @app.post("/_sandbox/faults")
     def add_faults(body: FaultsIn) -> dict[str, object]:
@@ -171,7 +198,7 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
             return _no_session()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        key = store.remember(body.prompt) if body.image else None
+        images = [(store.remember(spec), spec) for spec in body.images()]
         if body.conversation_id is None:
             chunks = reply_chunks(body.prompt)
         else:
@@ -192,13 +219,13 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
                     deadline = started + latency / 1000 * n / len(chunks)
                     await asyncio.sleep(max(0.0, deadline - loop.time()))
                 yield _ndjson({"type": "delta", "text": chunk})
-            if key is not None:
+            for key, spec in images:
                 yield _ndjson(
                     {
                         "type": "image",
                         "url": f"/img/{key}.png",
-                        "width": IMAGE_SIZE,
-                        "height": IMAGE_SIZE,
+                        "width": spec.width,
+                        "height": spec.height,
                     }
                 )
             yield _ndjson({"type": "done"})

@@ -1,4 +1,8 @@
-"""The `semantest` command (typer + rich): run the local stack, run the demo."""
+"""The `semantest` command: run the local stack, the demo, agents, and the job API from a shell.
+
+Help is click's plain layout (typer without rich markup): it wraps paragraphs, shows no type
+labels on flags, and each command's help ends with the `SEMANTEST_*` variables it reads.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,50 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from semantest import __version__
 from semantest.cli_jobs import register as register_job_commands
 from semantest.cli_keys import app as keys_app
 from semantest.cli_watch import watch
 from semantest.config import Settings
-from semantest.stack import Stack, StackError
+from semantest.stack import DEFAULT_AGENTS, Stack, StackError, StackInUse
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+ABOUT = """Semantest turns image generators that only have a chat web page into a reliable HTTP
+service. A controller takes jobs over a REST API and queues them in Redis; agents drive
+Chromium with the Semantest extension, type each prompt into the provider's chat page and
+store the images it makes. The sandbox provider, a local image chat, lets all of it run
+offline.
+
+Start with `semantest demo`, or run `semantest up` and open http://127.0.0.1:8000/docs.
+Settings come from SEMANTEST_* environment variables (README, "Settings"); the help of each
+command lists the ones it reads."""
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=ABOUT, rich_markup_mode=None)
 console = Console(stderr=True)
+
+#: What `up` and `demo` read; they pass every SEMANTEST_* setting on to the stack's processes.
+STACK_ENV = """Environment: SEMANTEST_PORT (controller, default 8000), SEMANTEST_SANDBOX_PORT
+(default 8001), SEMANTEST_HOST, SEMANTEST_DATA_DIR (logs, images, Redis files; default ./data),
+SEMANTEST_REDIS_URL (unset: a redis-server of its own), SEMANTEST_ADMIN_KEY (unset: a new one
+each run), SEMANTEST_SLOTS, SEMANTEST_SANDBOX_LATENCY_MS, and every other SEMANTEST_* setting,
+passed on to the stack's processes."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"semantest {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Print the version with --version (the app's help is ABOUT)."""
 
 
 def _on_signals(*, interrupt: bool) -> list[int]:
@@ -43,26 +83,53 @@ def _on_signals(*, interrupt: bool) -> list[int]:
     return received
 
 
-@app.command()
-def up(
-    agents: Annotated[int, typer.Option(min=0, max=32, help="number of agents")] = 1,
-    slots: Annotated[
-        int | None, typer.Option(min=1, max=16, help="tab slots per agent [SEMANTEST_SLOTS]")
-    ] = None,
-) -> None:
-    """Run redis-server (unless SEMANTEST_REDIS_URL is set), the controller, the sandbox
-    provider and N agents (under the pool supervisor) in the foreground until Ctrl-C or SIGTERM."""
+Agents = Annotated[
+    int,
+    typer.Option(
+        min=0, max=32, help="Agents to start, each one browser (0: none, jobs wait in the queue)."
+    ),
+]
+Slots = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=16, help="Tab slots per agent: jobs one agent runs at once (SEMANTEST_SLOTS)."
+    ),
+]
+
+
+@app.command(
+    help=f"""Run the whole stack in the foreground until Ctrl-C or SIGTERM.
+
+It starts redis-server (unless SEMANTEST_REDIS_URL is set), the controller, the sandbox provider,
+the webhook worker and N agents under the pool supervisor, then prints the controller's URL and
+an admin key. Before starting anything it checks that its ports and data dir are free, so it
+never mixes with another running stack. Each process appends to DATA_DIR/logs/NAME.log.
+
+{STACK_ENV}""",
+    short_help="Run the whole stack (Redis, controller, sandbox, agents) until Ctrl-C.",
+)
+def up(agents: Agents = DEFAULT_AGENTS, slots: Slots = None) -> None:
     stop = _on_signals(interrupt=False)
     stack = Stack(Settings(), agents=agents, slots=slots)
-    console.print(f"starting {agents} agent(s); logs in {stack.logs_dir}/")
     try:
+        stack.check_free()
+        console.print(f"starting {agents} agent(s); logs in {stack.logs_dir}/")
         stack.start()
+    except StackInUse as exc:
+        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        stack.stop()
+        raise typer.Exit(1) from None
     except StackError as exc:
         console.print(f"[red]could not start:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"[green]controller[/] {stack.url}  (API docs {stack.url}/docs)")
     console.print(f"[green]sandbox[/]    {stack.settings.sandbox_url}/chat")
     console.print(f"[green]admin key[/]  {stack.admin_key}")
+    if agents == 0:
+        console.print(
+            "[yellow]no agents:[/] jobs you submit will wait in the queue (status queued) "
+            "until agents join; start some with `semantest agents` (same SEMANTEST_REDIS_URL)."
+        )
     console.print("Ctrl-C stops everything.")
     try:
         while not stop:
@@ -77,46 +144,82 @@ def up(
         console.print("stopped.")
 
 
-@app.command()
+@app.command(
+    help="""Run agents under the pool supervisor, for a controller that already runs.
+
+Crashed agents are restarted, an agent is recycled after SEMANTEST_RECYCLE_AFTER_JOBS jobs or
+when it uses more than SEMANTEST_RECYCLE_MEMORY_MB, and SIGTERM drains them: running jobs finish
+or go back to the queue.
+
+Environment: SEMANTEST_REDIS_URL (required: the controller's Redis), SEMANTEST_URL or
+SEMANTEST_PORT (the controller, for addons), SEMANTEST_DATA_DIR (profiles, logs),
+SEMANTEST_SLOTS, SEMANTEST_CHROMIUM, SEMANTEST_RECYCLE_AFTER_JOBS,
+SEMANTEST_RECYCLE_MEMORY_MB, SEMANTEST_DRAIN_GRACE_S, SEMANTEST_JOB_TIMEOUT_S.""",
+    short_help="Run agents (browsers) for a controller that already runs.",
+)
 def agents(
-    count: Annotated[int, typer.Option(min=0, max=64, help="agents to keep running")] = 1,
-    slots: Annotated[
-        int | None, typer.Option(min=1, max=16, help="tab slots per agent [SEMANTEST_SLOTS]")
-    ] = None,
-    prefix: Annotated[str, typer.Option(help="agents are named <prefix>-<n>")] = "agent",
+    count: Annotated[int, typer.Option(min=0, max=64, help="Agents to keep running.")] = (
+        DEFAULT_AGENTS
+    ),
+    slots: Slots = None,
+    prefix: Annotated[str, typer.Option(help="Agents are named PREFIX-1, PREFIX-2, ….")] = "agent",
 ) -> None:
-    """Run the pool supervisor: N agents, restarted when they crash, recycled after
-    SEMANTEST_RECYCLE_AFTER_JOBS jobs or SEMANTEST_RECYCLE_MEMORY_MB, drained on SIGTERM.
-    Needs SEMANTEST_REDIS_URL and a running controller (for addons and retries)."""
     argv = [sys.executable, "-m", "agents.pool", "--count", str(count), "--prefix", prefix]
     if slots is not None:
         argv += ["--slots", str(slots)]
     os.execv(sys.executable, argv)  # noqa: S606 - becomes the pool; signals go straight to it
 
 
-@app.command()
+@app.command(
+    help=f"""Generate a few images through the HTTP API and print where they are.
+
+Without --url it starts its own stack (as `semantest up` does), submits the prompts, shows their
+progress, checks each stored image against its sha256 and stops the stack. With --url it uses a
+stack that already runs, with the key in SEMANTEST_API_KEY (else SEMANTEST_ADMIN_KEY), and
+downloads each image to check it. Exit 0 when every image arrived intact.
+
+{STACK_ENV} With --url: SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY.""",
+    short_help="Generate a few images end to end and print where they are.",
+)
 def demo(
-    agents: Annotated[int, typer.Option(min=1, max=8, help="number of agents")] = 2,
-    prompts: Annotated[list[str] | None, typer.Argument(help="prompts to generate")] = None,
+    prompts: Annotated[
+        list[str] | None, typer.Argument(help="Prompts to generate (default: three examples).")
+    ] = None,
+    agents: Annotated[
+        int, typer.Option(min=1, max=8, help="Agents to start (not with --url).")
+    ] = DEFAULT_AGENTS,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Use the stack that runs at this URL instead of starting one."),
+    ] = None,
 ) -> None:
-    """Start the stack, generate a few images through the HTTP API, print where they are."""
-    from semantest.demo import run_demo
+    from semantest.demo import run_demo, run_demo_against
 
     _on_signals(interrupt=True)
     try:
-        ok = run_demo(Settings(), agents, prompts or None, console)
+        if url is not None:
+            key = os.environ.get("SEMANTEST_API_KEY") or os.environ.get("SEMANTEST_ADMIN_KEY")
+            ok = run_demo_against(url, key, prompts or None, console)
+        else:
+            ok = run_demo(Settings(), agents, prompts or None, console)
     except KeyboardInterrupt:
         console.print("interrupted.")
         raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)
 
 
-@app.command()
+@app.command(
+    help="""Show the agents and their tab slots as a live table, refreshed every second.
+
+It reads GET /api/v1/fleet until Ctrl-C; --once prints one table and exits.
+
+Environment: SEMANTEST_URL (default http://127.0.0.1:8000) and SEMANTEST_API_KEY, else
+SEMANTEST_ADMIN_KEY.""",
+    short_help="Show the agents and their tab slots as a live table.",
+)
 def fleet(
-    once: Annotated[bool, typer.Option("--once", help="print one table and exit")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
 ) -> None:
-    """Live table of the agents and their slots, from GET /api/v1/fleet on SEMANTEST_URL
-    (key: SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY); refreshes every second until Ctrl-C."""
     from semantest.fleet_view import FleetViewError, connection_from_env, show_fleet
 
     url, key = connection_from_env()
@@ -129,17 +232,29 @@ def fleet(
         raise typer.Exit(0) from None
 
 
-@app.command("login-desk")
-def login_desk(
-    profile: Annotated[str, typer.Argument(help="agent id (data/profiles/ID) or a profile path")],
-    url: Annotated[str | None, typer.Option(help="page to open first")] = None,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="desk port (0: free)")] = 0,
-    headless: Annotated[bool, typer.Option("--headless", help="desk page with DISPLAY")] = False,
-) -> None:
-    """Open a browser profile so a person can log it in to a provider (docs/profiles.md).
+@app.command(
+    "login-desk",
+    help="""Open a browser profile so that a person can log it in to a provider.
 
-    Runs `python -m browser_profiles login-desk` as a child (the kernel does not import
-    browser_profiles) and passes Ctrl-C/SIGTERM on, so the browser closes cleanly."""
+The profile is an agent's (DATA_DIR/profiles/ID) or any profile folder; agents that use it
+afterwards are logged in (docs/profiles.md). Ctrl-C closes the browser cleanly.
+
+Environment: SEMANTEST_DATA_DIR (where agent profiles live) and SEMANTEST_CHROMIUM.""",
+    short_help="Open a browser profile so that a person can log it in to a provider.",
+)
+def login_desk(
+    profile: Annotated[
+        str, typer.Argument(help="An agent id (DATA_DIR/profiles/ID) or a profile's path.")
+    ],
+    url: Annotated[str | None, typer.Option(help="The page to open first.")] = None,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The desk page's port (0: any free one).")
+    ] = 0,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Run the browser headless and serve a desk page.")
+    ] = False,
+) -> None:
+    # A child process (the kernel does not import browser_profiles) that gets our signals.
     import subprocess
 
     argv = [sys.executable, "-m", "browser_profiles", "login-desk", profile, "--port", str(port)]
@@ -157,7 +272,9 @@ def login_desk(
 
 # submit, batch, status, wait, cancel (semantest/cli_jobs.py)
 register_job_commands(app)
-app.command()(watch)  # semantest/cli_watch.py
+app.command(short_help="Print a job's or a batch's events as they happen, until it is final.")(
+    watch
+)  # semantest/cli_watch.py
 # keys create | list | revoke (semantest/cli_keys.py)
 app.add_typer(keys_app, name="keys")
 

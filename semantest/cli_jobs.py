@@ -12,6 +12,7 @@ message says why, never a traceback), 124 `--timeout` ran out, 130 interrupted.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -49,43 +50,51 @@ EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERRUPT
 err = Console(stderr=True, highlight=False)
 
 Url = Annotated[
-    str, typer.Option("--url", envvar="SEMANTEST_URL", help="controller URL", show_envvar=True)
+    str,
+    typer.Option("--url", envvar="SEMANTEST_URL", help="The controller's URL.", show_envvar=True),
 ]
 ApiKey = Annotated[
     str | None,
     typer.Option(
         "--api-key",
         envvar=["SEMANTEST_API_KEY", "SEMANTEST_ADMIN_KEY"],
-        help="API key",
+        help="The API key to send.",
         show_default=False,
         show_envvar=True,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="print one JSON document (for scripts)")]
-Timeout = Annotated[
-    float, typer.Option(min=0.1, help="seconds to wait before giving up (exit 124)")
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document, as the API answers (scripts).")
 ]
-Provider = Annotated[str, typer.Option(help="provider (addon) to run on")]
-Lane = Annotated[Priority, typer.Option(help="queue lane")]
-Size = Annotated[str | None, typer.Option(help="image size, e.g. 1024x1024")]
-Count = Annotated[int | None, typer.Option(help="images per prompt")]
-Style = Annotated[str | None, typer.Option(help="style hint")]
-Model = Annotated[str | None, typer.Option(help="provider model")]
-Cache = Annotated[bool, typer.Option("--cache", help="answer from the result cache if it can")]
+Timeout = Annotated[
+    float, typer.Option(min=0.1, help="Seconds to wait before giving up (exit 124).")
+]
+Provider = Annotated[str, typer.Option(help="The provider (addon) to run on.")]
+Lane = Annotated[Priority, typer.Option(help="The queue lane.")]
+Size = Annotated[str | None, typer.Option(help='Image size WxH, e.g. 256x256 (README, "Options").')]
+Count = Annotated[int | None, typer.Option(help="Images per prompt, 1 to 4.")]
+Style = Annotated[str | None, typer.Option(help="A style hint, for providers that take one.")]
+Model = Annotated[str | None, typer.Option(help="A provider model, for providers that have one.")]
+Cache = Annotated[bool, typer.Option("--cache", help="Answer from the result cache when it can.")]
 IdempotencyKey = Annotated[
     str | None,
-    typer.Option(help="a repeated submit with the same key returns the first job or batch"),
+    typer.Option(help="A repeated submit with the same key returns the first job or batch."),
 ]
+
+#: The last paragraph of every job command's help.
+CLIENT_ENV = """Environment: SEMANTEST_URL (the controller, default http://127.0.0.1:8000) and
+SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY, when --url and --api-key are not given."""
 
 
 def register(app: typer.Typer) -> None:
-    """Add the job commands to the `semantest` app."""
+    """Add the job commands to the `semantest` app, each help ending with what it reads."""
     for command in (submit, batch, status, wait, cancel):
-        app.command()(command)
+        doc = inspect.cleandoc(command.__doc__ or "")
+        app.command(help=f"{doc}\n\n{CLIENT_ENV}", short_help=doc.split("\n\n")[0])(command)
 
 
 def submit(
-    prompt: Annotated[str, typer.Argument(help="what to generate")],
+    prompt: Annotated[str, typer.Argument(help="What to generate.")],
     provider: Provider = "sandbox",
     size: Size = None,
     count: Count = None,
@@ -94,13 +103,17 @@ def submit(
     cache: Cache = False,
     priority: Lane = Priority.NORMAL,
     idempotency_key: IdempotencyKey = None,
-    wait_: Annotated[bool, typer.Option("--wait", help="wait for the result")] = False,
+    wait_: Annotated[
+        bool, typer.Option("--wait", help="Wait for the result, with a progress bar.")
+    ] = False,
     timeout: Timeout = 3600,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Queue one prompt. Prints the job id (or, with --wait, the finished job)."""
+    """Queue one prompt for a provider.
+
+    It prints the new job's id, or with --wait the finished job (exit 1 if it failed)."""
     options = _options(size, count, style, model, cache)
     with _client(url, api_key) as client:
         accepted = client.generate(
@@ -118,7 +131,7 @@ def submit(
 
 
 def batch(
-    file: Annotated[Path, typer.Argument(help="prompts, one a line ('-': standard input)")],
+    file: Annotated[Path, typer.Argument(help="Prompts, one a line ('-' reads standard input).")],
     provider: Provider = "sandbox",
     size: Size = None,
     count: Count = None,
@@ -128,15 +141,17 @@ def batch(
     priority: Lane = Priority.NORMAL,
     idempotency_key: IdempotencyKey = None,
     wait_: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="wait for every job, with a progress bar")
+        bool, typer.Option("--wait/--no-wait", help="Wait for every job, with a progress bar.")
     ] = True,
     timeout: Timeout = 3600,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Queue the prompts of FILE (1 to 100, one a line; blank lines are skipped) as one
-    batch and wait for it; with --json, print the batch and its final job records."""
+    """Queue the prompts of a file as one batch and wait for it.
+
+    FILE holds 1 to 100 prompts, one a line (blank lines are skipped). With --json it prints
+    the batch and its final job records; exit 1 if a job failed."""
     prompts = _read_prompts(file)
     options = _options(size, count, style, model, cache)
     with _client(url, api_key) as client:
@@ -156,37 +171,43 @@ def batch(
 
 
 def status(
-    ident: Annotated[str, typer.Argument(metavar="ID", help="a job id or a batch id")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="A job id or a batch id.")],
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Show a job or a batch as it is now."""
+    """Show a job or a batch as it is now.
+
+    A job shows its status, progress, images and error; a batch its counts and its jobs."""
     with _client(url, api_key) as client:
         current = _job_or_batch(ident, client.status, client.batch_status)
     _show(current, as_json)
 
 
 def wait(
-    ident: Annotated[str, typer.Argument(metavar="ID", help="a job id or a batch id")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="A job id or a batch id.")],
     timeout: Timeout = 3600,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Wait for a job or a batch to finish, with a progress bar; exit 1 if a job failed."""
+    """Wait for a job or a batch to finish, with a progress bar.
+
+    It prints the final job or batch; exit 1 if a job failed or was canceled."""
     with _client(url, api_key) as client:
         final = _wait_showing(client, ident, timeout)
     raise typer.Exit(_show_final(final, as_json))
 
 
 def cancel(
-    ident: Annotated[str, typer.Argument(metavar="ID", help="a job id or a batch id")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="A job id or a batch id.")],
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Cancel a queued or running job, or every unfinished job of a batch."""
+    """Cancel a queued or running job, or every unfinished job of a batch.
+
+    A finished job cannot be canceled: the controller answers 409 CONFLICT (exit 3)."""
     with _client(url, api_key) as client:
         current = _job_or_batch(ident, client.cancel, client.cancel_batch)
     _show(current, as_json)

@@ -12,38 +12,62 @@ Exit codes: 0 done, 2 bad usage, 3 the controller refused the request or could n
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
 
 from semantest.admin_models import KeyCreated, KeyInfo, KeyList
 from semantest.api_keys import DEFAULT_SCOPES
-from semantest.cli_jobs import EXIT_REFUSED, ApiKey, AsJson, Url, _explain, err
+from semantest.cli_jobs import CLIENT_ENV, EXIT_REFUSED, ApiKey, AsJson, Url, _explain, err
 from semantest.client_calls import API, DEFAULT_URL, auth_headers, connection
 from semantest.client_replies import connection_failed, error_from, parse
 from semantest.errors import SemantestError
 
-app = typer.Typer(no_args_is_help=True, help="Tenants' API keys (needs an admin key).")
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., None])
 
-Tenant = Annotated[str, typer.Option("--tenant", help="the tenant (made with its first key)")]
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help=f"""Create, list and revoke tenants' API keys (needs a key with the admin scope).
+
+{CLIENT_ENV}""",
+    short_help="Create, list and revoke tenants' API keys.",
+)
+
+Tenant = Annotated[
+    str, typer.Option("--tenant", help="The tenant (a new one is made with its first key).")
+]
 Plan = Annotated[
     str | None,
-    typer.Option("--plan", help="a new tenant's plan: standard (default) or partner"),
+    typer.Option("--plan", help="A new tenant's plan: standard (the default) or partner."),
 ]
 Scopes = Annotated[
     str | None,
     typer.Option(
         "--scopes",
-        help="comma- or space-separated, of jobs:write jobs:read addons:read addons:publish "
-        f"admin; default: {','.join(DEFAULT_SCOPES)}",
+        help="Comma- or space-separated, of jobs:write jobs:read addons:read addons:publish "
+        f"admin (default: {','.join(DEFAULT_SCOPES)}).",
     ),
 ]
 
 
-@app.command()
+def _command(name: str | None = None) -> Callable[[CommandFunction], CommandFunction]:
+    """`app.command`, with the environment the command reads at the end of its help."""
+
+    def register(function: CommandFunction) -> CommandFunction:
+        doc = inspect.cleandoc(function.__doc__ or "")
+        help_text = f"{doc}\n\n{CLIENT_ENV}"
+        app.command(name, help=help_text, short_help=doc.split("\n\n")[0])(function)
+        return function
+
+    return register
+
+
+@_command()
 def create(
     tenant: Tenant,
     plan: Plan = None,
@@ -52,7 +76,9 @@ def create(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Make an API key for TENANT; prints the key (and a new tenant's webhook secret) once."""
+    """Make an API key for a tenant.
+
+    It prints the key, and a new tenant's webhook secret, once: store them then."""
     body: dict[str, Any] = {"tenant": tenant}
     if plan is not None:
         body["plan"] = plan
@@ -71,14 +97,18 @@ def create(
     err.print(f"{shown} will not be shown again: store them now")
 
 
-@app.command("list")
+@_command("list")
 def list_keys(
-    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant's")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Show only this tenant's keys.")
+    ] = None,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """List keys by prefix (never the keys themselves), oldest first."""
+    """List the keys by their prefix, oldest first.
+
+    The keys themselves are never shown again; a revoked key stays listed as revoked."""
     params = {"tenant": tenant} if tenant else None
     with _admin(url, api_key) as http:
         found = parse(KeyList, _send(http, "GET", "/keys", params=params))
@@ -105,14 +135,16 @@ def list_keys(
         typer.echo("  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[5]]))
 
 
-@app.command()
+@_command()
 def revoke(
-    prefix: Annotated[str, typer.Argument(help="the key's prefix, e.g. sk_4bX9qTzL")],
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. sk_4bX9qTzL.")],
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Revoke a key: the controller refuses it within a second."""
+    """Revoke a key by its prefix.
+
+    The controller refuses the key within a second; its record stays, marked revoked."""
     with _admin(url, api_key) as http:
         revoked = parse(KeyInfo, _send(http, "DELETE", f"/keys/{prefix}"))
     if as_json:

@@ -29,18 +29,23 @@ from semantest.models import BatchSummary, JobStatus
 
 
 def watch(
-    ident: Annotated[str, typer.Argument(metavar="ID", help="a job id or a batch id")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="A job id or a batch id.")],
     since: Annotated[
-        str | None, typer.Option(help="resume after this event id (`id` of a --json line)")
+        str | None, typer.Option(help="Resume after this event id (the id of a --json line).")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="one JSON object per event (for scripts)")
+        bool, typer.Option("--json", help="Print one JSON object per event (scripts).")
     ] = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Print a job's or a batch's events as they happen, until it is final; exit 1 if a job
-    failed or was canceled."""
+    """Print a job's or a batch's events as they happen, until it is final.
+
+    One line per event (time, job, status, progress, stage, agent or error); exit 1 if a job
+    failed or was canceled.
+
+    Environment: SEMANTEST_URL (the controller, default http://127.0.0.1:8000) and
+    SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY, when --url and --api-key are not given."""
     with _client(url, api_key) as client:
         for event in client.stream(ident, since=since):
             typer.echo(event.model_dump_json(by_alias=True) if as_json else _line(event))

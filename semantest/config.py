@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     #: OTLP/HTTP endpoint traces are exported to (e.g. `http://collector:4318`); unset: no
     #: tracing at all.
     otel_endpoint: str | None = None
+    #: An id `semantest up` gives each run of a stack; the controller's and the sandbox's
+    #: `/health` echo it (`runId`), so the stack knows that what answers on its ports is its own.
+    run_id: str | None = None
 
     @field_validator("redis_url")
     @classmethod

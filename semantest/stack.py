@@ -2,14 +2,21 @@
 
 `Stack` is what `semantest up`, `semantest demo`, the end-to-end tests and the benchmarks
 share. Agents run under the pool supervisor (`python -m agents.pool`), which restarts and
-recycles them. Children log to `<data_dir>/logs/<name>.log`, die with their parent
-(PR_SET_PDEATHSIG), and are stopped in dependency order: agents first (they drain: running
-jobs finish or go back to the queue), then the controller and sandbox, Redis last.
+recycles them. Children append to `<data_dir>/logs/<name>.log` (never truncate: a log is
+evidence), die with their parent (PR_SET_PDEATHSIG), and are stopped in dependency order:
+agents first (they drain: running jobs finish or go back to the queue), then the controller and
+sandbox, Redis last.
+
+Two stacks never mistake each other: before starting anything a stack checks that its ports are
+free and takes a lock on its data dir, and it only counts a controller or sandbox as up when its
+`/health` echoes this run's id (`runId`), so another stack answering on the same port is an
+error, not a success.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import secrets
@@ -29,6 +36,8 @@ from pydantic import SecretStr
 from semantest.config import Settings
 
 PR_SET_PDEATHSIG = 1
+#: Agents `semantest up`, `semantest demo`, `semantest agents` and `make up` start by default.
+DEFAULT_AGENTS = 2
 
 
 def free_port() -> int:
@@ -37,6 +46,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on `host:port` (what our server would bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        # As servers do: a port whose old connections linger in TIME_WAIT is free to take.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def die_with_parent() -> None:
@@ -70,6 +92,15 @@ class StackError(RuntimeError):
     """A child failed to start; the message names it and ends with its log."""
 
 
+class StackInUse(StackError):
+    """A port or the data dir belongs to another running stack; the message is one line."""
+
+
+def in_use_message(port: int, variable: str) -> str:
+    """The one line a stack stops with when `port` is taken."""
+    return f"port {port} is in use — is another semantest up running? set {variable}"
+
+
 @dataclass
 class Child:
     """One child process and its log file."""
@@ -91,7 +122,7 @@ class Stack:
     """The local deployment; use as a context manager or call start()/stop()."""
 
     settings: Settings
-    agents: int = 1
+    agents: int = DEFAULT_AGENTS
     #: Tab slots per agent (None: the settings' `slots`).
     slots: int | None = None
     persist_redis: bool = True
@@ -102,9 +133,18 @@ class Stack:
             self.settings = self.settings.model_copy(
                 update={"admin_key": SecretStr("sk_admin_" + secrets.token_urlsafe(24))}
             )
+        if self.settings.run_id is None:
+            self.settings = self.settings.model_copy(update={"run_id": secrets.token_hex(8)})
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir = self.settings.data_dir / "logs"
         self.logs_dir.mkdir(exist_ok=True)
+        self._lock: int | None = None
+
+    @property
+    def run_id(self) -> str:
+        """This run's id, echoed by its controller's and sandbox's `/health` (`runId`)."""
+        assert self.settings.run_id is not None
+        return self.settings.run_id
 
     @property
     def admin_key(self) -> str:
@@ -134,10 +174,13 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def spawn(self, name: str, argv: list[str], *, append: bool = False) -> Child:
-        """Start one child with its log file (appended to with `append`, else truncated)."""
+    def spawn(self, name: str, argv: list[str]) -> Child:
+        """Start one child, its output appended to `<logs>/<name>.log` after a header line."""
         log_path = self.logs_dir / f"{name}.log"
-        with log_path.open("ab" if append else "wb") as log:
+        with log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            log.write(f"--- {stamp} run {self.run_id}: {name} starts ---\n".encode())
+            log.flush()
             proc = subprocess.Popen(
                 argv,
                 env=self.env(),
@@ -161,7 +204,33 @@ class Stack:
             self.stop()
             raise
 
+    def check_free(self) -> None:
+        """Stop with one clear line when a port or the data dir is another stack's.
+
+        Takes the data dir's lock (`<data_dir>/stack.lock`, held until `stop()`): two stacks on
+        one data dir would share Redis files, images and logs.
+        """
+        s = self.settings
+        for host, port, variable in (
+            (s.host, s.port, "SEMANTEST_PORT"),
+            (s.sandbox_host, s.sandbox_port, "SEMANTEST_SANDBOX_PORT"),
+        ):
+            if port_in_use(host, port):
+                raise StackInUse(in_use_message(port, variable))
+        if self._lock is None:
+            fd = os.open(s.data_dir / "stack.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StackInUse(
+                    f"data dir {s.data_dir} is in use — is another semantest up running? "
+                    "set SEMANTEST_DATA_DIR"
+                ) from None
+            self._lock = fd
+
     def _start(self, deadline: float) -> None:
+        self.check_free()
         if self.settings.redis_url is None:
             self._start_redis(deadline)
         py = sys.executable
@@ -180,8 +249,13 @@ class Stack:
         self.spawn("controller", [py, "-m", "controller"])
         # webhook deliveries: their own RQ worker, off the agents' path
         self.spawn("webhooks", [py, "-m", "semantest.webhook_worker"])
-        self._wait_http(f"{self.settings.sandbox_url}/health", deadline)
-        self._wait_http(f"{self.url}/api/v1/health", deadline)
+        s = self.settings
+        self._wait_own(
+            f"{s.sandbox_url}/health", s.sandbox_port, "SEMANTEST_SANDBOX_PORT", deadline
+        )
+        self._wait_own(
+            f"http://{s.host}:{s.port}/api/v1/health", s.port, "SEMANTEST_PORT", deadline
+        )
         if self.agents:
             argv = [py, "-m", "agents.pool", "--count", str(self.agents)]
             if self.slots is not None:
@@ -233,7 +307,7 @@ class Stack:
             raise StackError(f"redis-server did not stop within {timeout} s; killed it") from None
         self.children.remove(old)
         time.sleep(down_s)
-        self.spawn("redis", argv, append=True)
+        self.spawn("redis", argv)
         client = redis.Redis.from_url(self.settings.redis_url or "", socket_timeout=1.0)
         deadline = time.monotonic() + timeout
         try:
@@ -257,14 +331,23 @@ class Stack:
                     f"its log ({child.log_path}) ends with:\n{child.tail()}"
                 )
 
-    def _wait_http(self, url: str, deadline: float) -> None:
+    def _wait_own(self, url: str, port: int, variable: str, deadline: float) -> None:
+        """Wait until `url` answers 200 with this run's id; another run's answer is an error."""
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
+                reply = httpx.get(url, timeout=1.0)
             except httpx.HTTPError:
-                pass
+                time.sleep(0.05)
+                continue
+            if reply.status_code == 200:
+                try:
+                    run = reply.json().get("runId")
+                except (ValueError, AttributeError):
+                    run = None
+                if run == self.run_id:
+                    return
+                raise StackInUse(in_use_message(port, variable))
             time.sleep(0.05)
         raise StackError(f"{url} did not answer in time")
 
@@ -294,6 +377,9 @@ class Stack:
                     child.proc.kill()
                     child.proc.wait()
         self.children.clear()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the data dir's flock
+            self._lock = None
 
     def __enter__(self) -> Stack:
         self.start()

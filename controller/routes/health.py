@@ -30,6 +30,11 @@ _HEALTH_SCHEMA = {
         },
         "agents": {"type": "integer", "description": "Live agents (absent when Redis is down)."},
         "storage": {"type": "string", "description": "`ok` or `error: <why>`."},
+        "runId": {
+            "type": "string",
+            "description": "The id `semantest up` gave this run of the stack (absent otherwise): "
+            "how a starting stack tells its own controller from another one on the same port.",
+        },
     },
 }
 _READY = {
@@ -71,4 +76,6 @@ async def health(state: State) -> JSONResponse:
         checks["redis"] = f"error: {type(exc).__name__}"
     checks["storage"] = await state.storage.check()
     ok = checks["redis"] == "ok" and checks["storage"] == "ok"
+    if state.settings.run_id is not None:
+        checks["runId"] = state.settings.run_id
     return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
