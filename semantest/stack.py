@@ -40,12 +40,35 @@ PR_SET_PDEATHSIG = 1
 DEFAULT_AGENTS = 2
 
 
+#: Ports this process handed out already (a test session starts many servers).
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel picks for outgoing connections (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback)."""
-    with socket.socket() as s:
+    """A loopback TCP port nobody listens on now, below the kernel's ephemeral range.
+
+    A port the kernel picks (`bind(0)`) comes from the range it also gives outgoing connections,
+    so between this call and the server's bind a client socket (a load test has a thousand) may
+    take it: "Address already in use". Ports under that range are never given to clients.
+    """
+    top = _ephemeral_floor() - 1
+    for _ in range(200):
+        port = secrets.choice(range(max(top - 12000, 1024), top))
+        if port not in _GIVEN and not port_in_use("127.0.0.1", port):
+            _GIVEN.add(port)
+            return port
+    with socket.socket() as s:  # a crowded machine: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        kernel: int = s.getsockname()[1]
+        return kernel
 
 
 def port_in_use(host: str, port: int) -> bool:
