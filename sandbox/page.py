@@ -12,6 +12,10 @@ DOM contract relied on by the provider addons (keep the selectors exact):
   conversation id, sent with every message); it is disabled while a reply is streaming.
   #image-toggle (data-testid=image-toggle) is a toggle button: aria-pressed="true" (the
   default) asks for an image with each reply, "false" for a text reply only.
+  #image-settings holds the image options a person would pick in a settings menu, sent with
+  every message: #image-count (1-4 images per reply), #image-size (WxH, empty: 512x512),
+  #image-style and #image-model (free text, empty: none). A reply carries one img.generated
+  per image and is marked done once all of them have loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ _SCRIPT = r"""
   const send = document.getElementById("send");
   const newChat = document.getElementById("new-chat");
   const imageToggle = document.getElementById("image-toggle");
+  const setting = (name) => document.getElementById("image-" + name).value.trim();
   let busy = false;
   let conversationId = newConversationId();
 
@@ -79,12 +84,12 @@ _SCRIPT = r"""
       img.alt = "generated image";
       img.src = ev.url;
       turn.appendChild(img);
-      state.img = img;
+      state.imgs.push(img);
     } else if (ev.type === "error") {
       throw new Error(ev.message || "provider error");
     } else if (ev.type === "done") {
-      // "done" promises a displayable image, as a real provider's finished turn does.
-      if (state.img) await waitForImage(state.img);
+      // "done" promises displayable images, as a real provider's finished turn does.
+      await Promise.all(state.imgs.map(waitForImage));
       return true;
     }
     return false;
@@ -97,6 +102,10 @@ _SCRIPT = r"""
       headers: {"Content-Type": "application/json", "Accept": "application/x-ndjson"},
       body: JSON.stringify({
         prompt, conversationId, image: imageToggle.getAttribute("aria-pressed") !== "false",
+        count: Number(setting("count") || "1"),
+        size: setting("size") || null,
+        style: setting("style") || null,
+        model: setting("model") || null,
       }),
     });
     if (!resp.ok) {
@@ -109,7 +118,7 @@ _SCRIPT = r"""
     }
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
-    const state = {img: null};
+    const state = {imgs: []};
     let buf = "";
     for (;;) {
       const {value, done} = await reader.read();
@@ -212,6 +221,8 @@ _HTML = """<!doctype html>
   #composer:empty::before { content: attr(data-placeholder); color: #999; }
   #send { padding: 0 16px; border-radius: 10px; border: 0; background: #1b1b1b; color: #fff; }
   #send:disabled { background: #aaa; }
+  #image-settings { padding: 0 16px 12px; font-size: 13px; color: #555; }
+  #image-settings input { font: inherit; width: 7em; margin-right: 10px; }
 </style>
 </head>
 <body>
@@ -225,6 +236,12 @@ _HTML = """<!doctype html>
   <button id="image-toggle" type="button" data-testid="image-toggle" aria-pressed="true"
           title="Create an image with the reply">Image</button>
 </div>
+<details id="image-settings"><summary>Image settings</summary>
+  <label>Images <input id="image-count" type="number" min="1" max="4" value="1"></label>
+  <label>Size <input id="image-size" placeholder="512x512"></label>
+  <label>Style <input id="image-style" placeholder="none"></label>
+  <label>Model <input id="image-model" placeholder="default"></label>
+</details>
 <script nonce="__SANDBOX_NONCE__">__SANDBOX_SCRIPT__</script>
 </body>
 </html>

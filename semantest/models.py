@@ -86,13 +86,54 @@ Prompt = Annotated[
 ]
 
 
-class JobOptions(CamelModel):
-    """Generation options a provider may honour (size, count, style, model)."""
+#: One side of an image size: 64 to 2048 pixels.
+_SIDE = r"(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|20[0-3][0-9]|204[0-8])"
+#: Which provider honours which option (README, "Options"; the schema's descriptions say the
+#: same). Every provider of this build honours every option, so the API takes them all; a test
+#: fails when a provider is added without being listed here, which is when the API must start
+#: refusing what it does not honour (422 naming the field and the providers that honour it).
+HONOURED_BY: dict[str, tuple[str, ...]] = {
+    "size": ("sandbox",),
+    "count": ("sandbox",),
+    "style": ("sandbox",),
+    "model": ("sandbox",),
+}
 
-    size: Annotated[str, StringConstraints(pattern=r"^\d{2,4}x\d{2,4}$")] | None = None
-    count: Annotated[int, Field(ge=1, le=4)] = 1
-    style: Annotated[str, StringConstraints(max_length=100)] | None = None
-    model: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+class JobOptions(CamelModel):
+    """Generation options; every one is honoured by the providers `HONOURED_BY` lists."""
+
+    size: Annotated[
+        str | None,
+        Field(
+            pattern=rf"^{_SIDE}x{_SIDE}$",
+            description="Image size `WxH`, each side 64 to 2048 pixels; default 512x512. "
+            "Honoured by: sandbox (renders exactly this size).",
+        ),
+    ] = None
+    count: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=4,
+            description="Images per prompt, 1 to 4. Honoured by: sandbox (one reply with that "
+            "many different images; the record lists them all).",
+        ),
+    ] = 1
+    style: Annotated[
+        str | None,
+        Field(
+            max_length=100,
+            description="A style hint. Honoured by: sandbox (another picture per style).",
+        ),
+    ] = None
+    model: Annotated[
+        str | None,
+        Field(
+            max_length=100,
+            description="The provider's model. Honoured by: sandbox (another picture per model).",
+        ),
+    ] = None
     #: Answer from the result cache when the same tenant asked the same thing before (within
     #: `SEMANTEST_RESULT_CACHE_TTL_S`), without a browser; the record says `cached: true`.
     cache: bool = False

@@ -4,7 +4,9 @@
 // img.generated once generated; #composer is a contenteditable textbox;
 // #send is disabled while the composer is empty or a reply is streaming;
 // #new-chat empties the thread and starts a new conversation; #image-toggle
-// (aria-pressed) says whether replies carry an image.
+// (aria-pressed) says whether replies carry an image; #image-settings holds
+// #image-count, #image-size, #image-style and #image-model, which the driver
+// fills from the job's options (count, size, style, model) before each send.
 // A chat message (options.chat) starts a new conversation when options.chat.new,
 // else continues the one on screen; collect() reports the reply's text, and
 // waits for an image only when options.generateImage.
@@ -106,12 +108,37 @@
     if ((toggle.getAttribute("aria-pressed") !== "false") !== wanted) toggle.click();
   }
 
+  /** Fills the page's image settings from the job's options (defaults when absent), as a
+   * person would in its settings menu: a reused tab must not keep another job's choices. */
+  function applyImageOptions(options) {
+    const wanted = {
+      count: String(options.count ?? 1),
+      size: options.size ?? "",
+      style: options.style ?? "",
+      model: options.model ?? "",
+    };
+    for (const [name, value] of Object.entries(wanted)) {
+      const input = $(`#image-${name}`);
+      if (!input) {
+        const asked = name === "count" ? value !== "1" : value !== "";
+        if (asked) throw fail("PAGE_CHANGED", `no #image-${name} on this page for options.${name}`, true);
+        continue;
+      }
+      if (input.value !== value) {
+        input.value = value;
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+        input.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    }
+  }
+
   async function submit(prompt, options = {}, progress, signal) {
     const composer = $("#composer");
     const send = $("#send");
     if (!composer || !send) throw fail("PAGE_CHANGED", "no #composer or #send on this page", true);
     if (options.chat?.new) startConversation();
     wantImage(options.generateImage !== false);
+    applyImageOptions(options);
     knownTurns = new Set(assistantTurns());
     typeInto(composer, prompt);
     await until(send, { attributes: true, attributeFilter: ["disabled"] }, () => !send.disabled,
