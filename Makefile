@@ -5,12 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench bench-submit bench-fleet bench-chaos up clean
+.PHONY: setup system demo test lint bench bench-submit bench-fleet bench-chaos up clean \
+	images docker-base docker-lock test-containers
 
 setup: system $(STAMP)
 
 # System packages, only when missing (a second run costs four `command -v` and one import).
-# wrk and hey are the load generators of bench/submit.py (and its test).
+# wrk and hey are the load generators of bench/submit.py (and its test); docker-compose
+# validates docker/compose.yaml in the suite (no Docker engine needed for that).
 # Debian's own python3 can only make a venv with python3-venv installed.
 system:
 	@missing=""; \
@@ -18,6 +20,7 @@ system:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v hey >/dev/null 2>&1 || missing="$$missing hey"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	test -x $(PY) || $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (apt-get)"; \
@@ -64,6 +67,35 @@ bench-fleet: setup
 # 2,000 jobs while agents are SIGKILLed and Redis restarts: lost = 0, duplicated = 0.
 bench-chaos: setup
 	$(PY) bench/chaos.py --jobs 2000 --agents 3 --slots 2 --kill-every 4 --latency-ms 300
+
+# Container images (docs/deploy.md): the base image (made here with debootstrap when it cannot
+# be pulled), then controller, agent and the compose file's Redis; prints their sizes.
+IMAGE_TAG ?= latest
+DOCKER_BUILD := docker build --network host --build-arg BASE_IMAGE=debian:bookworm-slim
+
+docker-base:
+	@command -v docker >/dev/null || { echo "docker is not installed (apt-get install docker.io)"; exit 1; }
+	@command -v debootstrap >/dev/null || docker image inspect debian:bookworm-slim >/dev/null 2>&1 || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+	docker/base-image.sh debian:bookworm-slim
+
+images: docker-base docker-lock
+	@mkdir -p docker/.build && \
+		cp "$$( [ -r /etc/ssl/certs/ca-certificates.crt ] && echo /etc/ssl/certs/ca-certificates.crt || $(PY) -m certifi)" docker/.build/ca-certificates.crt
+	$(DOCKER_BUILD) -f docker/Dockerfile.controller -t semantest/controller:$(IMAGE_TAG) .
+	$(DOCKER_BUILD) -f docker/Dockerfile.agent -t semantest/agent:$(IMAGE_TAG) .
+	$(DOCKER_BUILD) -f docker/Dockerfile.redis -t semantest/redis:$(IMAGE_TAG) docker
+	@docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E '^semantest/.*:$(IMAGE_TAG)\b' | sort
+
+# The images' Python pins, from the venv (a test fails while they are out of date).
+docker-lock: setup
+	$(PY) docker/lock.py
+
+# Builds the images (cached layers are reused), starts docker/compose.yaml on loopback, runs
+# the demo's prompts through it, kills an agent container mid-job, tears it all down. Needs a
+# Docker engine; `make test` does not.
+test-containers: setup images
+	SEMANTEST_TEST_CONTAINERS=1 $(VENV)/bin/pytest -p no:cacheprovider tests/containers -v -x
 
 clean:
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
