@@ -1,22 +1,38 @@
-"""The whole stack as child processes: controller, sandbox, one agent with real Chromium."""
+"""End-to-end fixtures, in layers that can be used apart.
+
+- The browser side comes from our own pytest plugin, `semantest.testing` (extension_context,
+  service_worker, addon_server, addon_page, bridge, ...): here it only gets its Redis database
+  and pytest-playwright's plain browser gets the system Chromium.
+- `sandbox_url`: the sandbox provider alone, in a thread (no controller, no agent), with
+  `sandbox_faults` emptying its fault queue around each test.
+- `stack`: the whole deployment as child processes (controller, sandbox, one agent with real
+  Chromium), with `api` (a client) and `faults` (its sandbox's fault queue, emptied around
+  each test).
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import uvicorn
 from pydantic import SecretStr
 
 from semantest import keys
-from semantest.config import Settings
+from semantest.config import CHROMIUM_ARGS, Settings
 from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
+
+#: The Redis database of the plugin's addon server in this suite.
+ADDON_SERVER_DB = 57
 
 
 def stack_settings(redis_url: str, db: int, data_dir: Path, **overrides: Any) -> Settings:
@@ -38,12 +54,99 @@ def stack_settings(redis_url: str, db: int, data_dir: Path, **overrides: Any) ->
     return settings
 
 
+# -- the plugin's fixtures, fitted to this suite ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def addon_server_redis_url(redis_url: str) -> str:
+    """The plugin's addon server uses the session's redis-server, on its own database."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{ADDON_SERVER_DB}"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(
+    browser_type_launch_args: dict[str, Any], chromium_executable: str | None
+) -> dict[str, Any]:
+    """pytest-playwright's own browser (`page`, `context`) runs the system Chromium too."""
+    assert chromium_executable, "Chromium is not installed: run `make setup`"
+    return browser_type_launch_args | {
+        "executable_path": chromium_executable,
+        "args": list(CHROMIUM_ARGS),
+    }
+
+
+# -- the sandbox provider alone ---------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """The fault queue of one sandbox: what its next replies fail with."""
+
+    sandbox_url: str
+
+    def inject(self, kind: str, count: int = 1) -> None:
+        reply = httpx.post(
+            f"{self.sandbox_url}/_sandbox/faults", json={"kind": kind, "count": count}
+        )
+        assert reply.status_code == 200, reply.text
+
+    def pending(self) -> list[str]:
+        pending: list[str] = httpx.get(f"{self.sandbox_url}/_sandbox/faults").json()["pending"]
+        return pending
+
+    def clear(self) -> None:
+        reply = httpx.delete(f"{self.sandbox_url}/_sandbox/faults")
+        assert reply.status_code == 200, reply.text
+
+
+@pytest.fixture(scope="session")
+def sandbox_url() -> Iterator[str]:
+    """The sandbox provider (chat page, NDJSON stream, PNGs) in a thread, without latency."""
+    from sandbox.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(latency_ms=0), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "sandbox did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def sandbox_faults(sandbox_url: str) -> Iterator[Faults]:
+    """`sandbox_url`'s fault queue, empty when the test starts and emptied after it."""
+    faults = Faults(sandbox_url)
+    faults.clear()
+    yield faults
+    faults.clear()
+
+
+# -- the whole stack ----------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Controller + sandbox + 1 agent on the session's redis-server (database 1)."""
     settings = stack_settings(redis_url, 1, tmp_path_factory.mktemp("stack"))
     with Stack(settings, agents=1) as running:
         yield running
+
+
+@pytest.fixture
+def faults(stack: Stack) -> Iterator[Faults]:
+    """The stack's sandbox fault queue, empty when the test starts and emptied after it, so a
+    fault a test left unserved never fails the next test's job."""
+    queue = Faults(stack.settings.sandbox_url)
+    queue.clear()
+    yield queue
+    queue.clear()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from sandbox.render import render_png
 from semantest.stack import Stack, free_port
 from tests.conftest import ADMIN_KEY
+from tests.e2e.conftest import Faults
 
 pytestmark = pytest.mark.e2e
 
@@ -103,8 +104,8 @@ def test_batch_from_stdin_without_waiting(stack: Stack) -> None:
     assert empty.returncode == 2 and "no prompts" in empty.stderr
 
 
-def test_a_failed_job_exits_1_and_says_why(stack: Stack) -> None:
-    httpx.post(f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "refusal"})
+def test_a_failed_job_exits_1_and_says_why(stack: Stack, faults: Faults) -> None:
+    faults.inject("refusal")
     done = run(stack, "submit", "please refuse this", "--wait")
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith("failed") and "error" in done.stdout
@@ -125,8 +126,8 @@ def test_errors_are_messages_not_tracebacks(stack: Stack) -> None:
         assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-def test_cancel_a_running_job_then_a_finished_one(stack: Stack) -> None:
-    httpx.post(f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "hang"})
+def test_cancel_a_running_job_then_a_finished_one(stack: Stack, faults: Faults) -> None:
+    faults.inject("hang")
     job_id = run(stack, "submit", "hangs until canceled").stdout.strip()
     timed_out = run(stack, "wait", job_id, "--timeout", "1")
     assert timed_out.returncode == 124 and "gave up waiting" in timed_out.stderr

@@ -15,21 +15,14 @@ import pytest
 
 from sandbox.render import render_png
 from semantest.stack import Stack
-from tests.e2e.conftest import wait_final
+from tests.e2e.conftest import Faults, wait_final
 
 pytestmark = pytest.mark.e2e
 
 
-def inject(stack: Stack, kind: str, count: int = 1) -> None:
-    reply = httpx.post(
-        f"{stack.settings.sandbox_url}/_sandbox/faults", json={"kind": kind, "count": count}
-    )
-    assert reply.status_code == 200, reply.text
-
-
-def test_provider_error_is_retried_and_the_job_succeeds(api: httpx.Client, stack: Stack) -> None:
+def test_provider_error_is_retried_and_the_job_succeeds(api: httpx.Client, faults: Faults) -> None:
     prompt = f"retry me {uuid.uuid4().hex[:8]}"
-    inject(stack, "server")
+    faults.inject("server")
     job_id = api.post("/api/v1/images/generate", json={"prompt": prompt}).json()["jobId"]
     record = wait_final(api, job_id, timeout=90)
     assert record["status"] == "succeeded", record.get("error")
@@ -43,8 +36,8 @@ def test_provider_error_is_retried_and_the_job_succeeds(api: httpx.Client, stack
     assert "503 upstream overloaded" in Path(record["artifacts"]["dom"]).read_text()
 
 
-def test_refusal_fails_once_with_its_code(api: httpx.Client, stack: Stack) -> None:
-    inject(stack, "refusal")
+def test_refusal_fails_once_with_its_code(api: httpx.Client, faults: Faults) -> None:
+    faults.inject("refusal")
     job_id = api.post("/api/v1/images/generate", json={"prompt": "refuse me"}).json()["jobId"]
     record = wait_final(api, job_id)
     assert record["status"] == "failed"
@@ -54,12 +47,14 @@ def test_refusal_fails_once_with_its_code(api: httpx.Client, stack: Stack) -> No
     assert "content policy" in record["error"]["message"]
 
 
-def test_retries_are_bounded_by_max_attempts(api: httpx.Client, stack: Stack) -> None:
+def test_retries_are_bounded_by_max_attempts(
+    api: httpx.Client, stack: Stack, faults: Faults
+) -> None:
     attempts = stack.settings.max_attempts
-    inject(stack, "server", attempts)
+    faults.inject("server", attempts)
     job_id = api.post("/api/v1/images/generate", json={"prompt": "never lucky"}).json()["jobId"]
     record = wait_final(api, job_id, timeout=120)
     assert record["status"] == "failed"
     assert record["attempts"] == attempts
     assert record["error"]["code"] == "PROVIDER_ERROR"
-    assert httpx.get(f"{stack.settings.sandbox_url}/_sandbox/faults").json() == {"pending": []}
+    assert faults.pending() == []

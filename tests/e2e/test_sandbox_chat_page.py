@@ -1,53 +1,20 @@
 """The sandbox chat page in real Chromium, driven through its own controls as a person would:
 replies follow the conversation, "New chat" starts another one, the image toggle decides
-whether a reply carries an image."""
+whether a reply carries an image. Runs on pytest-playwright's `page`."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-
 import pytest
-import uvicorn
-from playwright.sync_api import Page, sync_playwright
-
-from sandbox.app import create_app
-from semantest.config import find_chromium
-from semantest.stack import free_port
+from playwright.sync_api import Page
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(latency_ms=0), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "sandbox did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
 @pytest.fixture
-def page(sandbox_url: str) -> Iterator[Page]:
-    chromium = find_chromium()
-    assert chromium, "Chromium is not installed: run `make setup`"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(f"{sandbox_url}/chat")
-            yield page
-        finally:
-            browser.close()
+def page(page: Page, sandbox_url: str) -> Page:
+    """pytest-playwright's page (the system Chromium, see conftest), on the sandbox chat."""
+    page.goto(f"{sandbox_url}/chat")
+    return page
 
 
 def send(page: Page, message: str) -> str:
