@@ -40,7 +40,7 @@ demo: setup
 	$(VENV)/bin/semantest demo
 
 up: setup
-	$(VENV)/bin/semantest up --agents 2
+	$(VENV)/bin/semantest up
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -94,11 +94,11 @@ def field_name(loc: tuple[Any, ...] | list[Any], *, sent_key: bool = False) -> s
 
 
 def json_position(doc: str | bytes, pos: int) -> str:
-    """`line L, column C` of character `pos` in `doc` (both from 1)."""
+    """`line L column C` of character `pos` in `doc` (both from 1)."""
     text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return f"line {line}, column {column}"
+    return f"line {line} column {column}"
 
 
 #: pydantic's error types for "the body is JSON, but not an object".
@@ -161,8 +161,19 @@ async def on_semantest_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [detail_of(e, exc.body, request) for e in exc.errors()]
-    fields = ", ".join(dict.fromkeys(d["field"] for d in details))
-    return error_response(ValidationError(f"invalid request: {fields}", details), request)
+    return error_response(ValidationError(message_of(details), details), request)
+
+
+def message_of(details: list[dict[str, str]]) -> str:
+    """The error's message: what is wrong with the body when that is all, else which fields.
+
+    `body is not valid JSON: Expecting ',' delimiter at line 3 column 3`, `body: expected a JSON
+    object, got an array`, or `invalid request: prompt, options.count`.
+    """
+    if [d["field"] for d in details] == ["body"]:
+        reason = details[0]["reason"]
+        return f"body is {reason}" if reason.startswith("not valid JSON") else f"body: {reason}"
+    return "invalid request: " + ", ".join(dict.fromkeys(d["field"] for d in details))
 
 
 def unreadable_body(exc: HTTPException) -> ValidationError:
@@ -176,7 +187,8 @@ def unreadable_body(exc: HTTPException) -> ValidationError:
         reason = f"not valid JSON: {cause}"
     else:
         reason = f"could not read the body ({exc.detail})"
-    return ValidationError("invalid request: body", [{"field": "body", "reason": reason}])
+    details = [{"field": "body", "reason": reason}]
+    return ValidationError(message_of(details), details)
 
 
 def from_http_exception(exc: HTTPException, request: Request) -> SemantestError:

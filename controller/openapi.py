@@ -100,11 +100,11 @@ VALIDATION_EXAMPLES = {
         [{"field": "options.count", "reason": "Input should be less than or equal to 4"}],
     ).envelope(EXAMPLE_REQUEST_ID),
     "body": ValidationError(
-        "invalid request: body",
+        "body is not valid JSON: Expecting ',' delimiter at line 1 column 18",
         [
             {
                 "field": "body",
-                "reason": "not valid JSON: Expecting ',' delimiter at line 1, column 18",
+                "reason": "not valid JSON: Expecting ',' delimiter at line 1 column 18",
             }
         ],
     ).envelope(EXAMPLE_REQUEST_ID),

@@ -67,6 +67,10 @@ class Stage(str, Enum):
     DONE = "done"
 
 
+#: How every timestamp in the API's JSON is written (README, "Timestamps").
+EPOCH = "Unix time: seconds since 1970-01-01 UTC, a number with a fraction (e.g. 1764081600.25)."
+
+
 class CamelModel(BaseModel):
     """Base for every JSON-facing model: camelCase on the wire, snake_case in Python."""
 
@@ -236,9 +240,9 @@ class JobRecord(CamelModel):
     progress: Annotated[int, Field(ge=0, le=100)] = 0
     stage: Stage = Stage.QUEUED
     attempts: int = 0
-    created_at: float = Field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: float = Field(default_factory=time.time, description=EPOCH)
+    started_at: float | None = Field(default=None, description=EPOCH)
+    finished_at: float | None = Field(default=None, description=EPOCH)
     agent: str | None = None
     #: Fencing token of the attempt that holds the job (`<worker>#<attempt>`); only that
     #: attempt may write the record. None while queued or waiting for a retry.
@@ -343,7 +347,7 @@ class BatchSummary(CamelModel):
     #: Mean progress of the jobs, 0-100 (a final job counts 100).
     progress: Annotated[int, Field(ge=0, le=100)]
     done: bool
-    created_at: float
+    created_at: float = Field(description=EPOCH)
     jobs: list[JobRecord]
 
 
@@ -361,5 +365,5 @@ class JobEvent(CamelModel):
     status: JobStatus
     progress: int = 0
     stage: Stage = Stage.QUEUED
-    at: float = Field(default_factory=time.time)
+    at: float = Field(default_factory=time.time, description=EPOCH)
     detail: dict[str, Any] = Field(default_factory=dict)

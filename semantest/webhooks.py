@@ -180,9 +180,12 @@ def sign(secret: str, event_id: str, at: float, body: str) -> dict[str, str]:
 
 
 def body(event_type: str, occurred_at: float, data: dict[str, Any]) -> str:
-    """The JSON posted for an event: `{"type", "timestamp" (RFC 3339, UTC), "data"}`."""
-    stamp = datetime.fromtimestamp(occurred_at, tz=UTC).isoformat().replace("+00:00", "Z")
-    event = {"type": event_type, "timestamp": stamp, "data": data}
+    """The JSON posted for an event: `{"type", "timestamp", "data"}`.
+
+    `timestamp` is epoch seconds, as every timestamp in the API's JSON (`createdAt`, `at`, …),
+    not the RFC 3339 string some Standard Webhooks senders use: one format everywhere.
+    """
+    event = {"type": event_type, "timestamp": occurred_at, "data": data}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
