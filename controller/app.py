@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
-from controller import docs, handlers, metrics, openapi
+from controller import dashboard, docs, handlers, metrics, openapi
 from controller.addon_delivery import AddonFastPath
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
     api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)
     app.include_router(metrics.router)  # /metrics and the scrape targets
+    app.include_router(dashboard.router)  # /dashboard and the reads behind it
     handlers.install(app)
     docs.install(app)  # /docs, /redoc (offline) and the `/` redirect
     openapi.install(app)
