@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 #: Where `GET /` sends a browser: the one place to change when another page becomes the home.
-HOME = "/docs"
+HOME = "/dashboard"
 DOCS = "/docs"
 REDOC = "/redoc"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"

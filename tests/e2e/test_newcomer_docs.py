@@ -104,9 +104,11 @@ def test_redoc_renders_offline(offline_page: tuple[Page, list[str]], controller_
     assert blocked == [], f"ReDoc reached beyond loopback: {blocked}"
 
 
-def test_the_root_leads_to_the_docs(controller_url: str) -> None:
-    reply = httpx.get(f"{controller_url}/")
-    assert reply.status_code == 307 and reply.headers["location"] == HOME == "/docs"
+def test_the_root_leads_to_the_dashboard_and_the_docs_are_offline(controller_url: str) -> None:
+    reply = httpx.get(f"{controller_url}/", follow_redirects=True)
+    assert reply.history[0].status_code == 307
+    assert reply.history[0].headers["location"] == HOME == "/dashboard"
+    assert reply.status_code == 200 and "Semantest dashboard" in reply.text
     page = httpx.get(f"{controller_url}/docs").text
     assert "cdn." not in page and "https://" not in page.split("<body>")[0]
 
