@@ -9,18 +9,22 @@ variables the process itself reads. Exit 0 = healthy, 1 = not, with one line say
 - `controller-live`: `GET /api/v1/pressure` answers 200; it does so even while Redis is down, so
   a Redis failover does not get every controller restarted. Liveness.
 - `sandbox`: `GET /health` on the sandbox provider.
-- `agent`: some agent of this container (heartbeat `host` = this host name) published a
+- `agent`: some agent of this container (id `<prefix>-<n>`, see `agent_prefix`) published a
   heartbeat within `keys.AGENT_TTL_S`: the agent loop, its browser and Redis all work. Readiness.
 - `agent-live`: the same, except that an unreachable Redis passes (restarting agents would not
   bring Redis back, and they ride an outage out on their own). Liveness.
 - `webhooks`: the webhook worker of this container is registered in Redis by RQ and its process
   is alive.
+
+`semantest-healthcheck --agent-prefix` prints the prefix this container's agents are named with
+(`docker/semantest-agents` names them so): one implementation for the names and their check.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -77,22 +81,40 @@ def _redis(settings: Settings) -> redis.Redis:
     )
 
 
-def _own_heartbeats(client: redis.Redis, host: str) -> list[dict[str, object]]:
+#: Docker bind-mounts /etc/hostname from its container directory, named by the container id.
+_DOCKER_ID = re.compile(r"/containers/([0-9a-f]{64})/hostname ")
+
+
+def agent_prefix() -> str:
+    """What this container's agents are named after: SEMANTEST_AGENT_PREFIX, else the Docker
+    container id (12 characters, as `docker ps` shows it), else the host name (the pod's name in
+    Kubernetes). Containers on the host's network share its host name, hence the container id.
+    """
+    if os.environ.get("SEMANTEST_AGENT_PREFIX"):
+        return os.environ["SEMANTEST_AGENT_PREFIX"]
+    try:
+        found = _DOCKER_ID.search(open("/proc/self/mountinfo").read())  # noqa: SIM115
+    except OSError:
+        found = None
+    return found.group(1)[:12] if found else socket.gethostname()
+
+
+def _own_heartbeats(client: redis.Redis, prefix: str) -> list[dict[str, object]]:
     ids = [
         m.decode()
         for m in client.zrangebyscore(keys.AGENTS, time.time() - keys.AGENT_TTL_S, "+inf")
     ]
     raws = client.mget([keys.agent(i) for i in ids]) if ids else []
     beats = [json.loads(raw) for raw in raws if raw is not None]
-    return [b for b in beats if b.get("host") == host]
+    return [b for b in beats if str(b.get("id", "")).startswith(f"{prefix}-")]
 
 
 def agent(settings: Settings, *, redis_down_is_fine: bool = False) -> str:
-    """A fresh heartbeat from an agent running on this host (container)."""
-    host = socket.gethostname()
+    """A fresh heartbeat from an agent of this container."""
+    prefix = agent_prefix()
     client = _redis(settings)
     try:
-        beats = _own_heartbeats(client, host)
+        beats = _own_heartbeats(client, prefix)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         if redis_down_is_fine:
             return f"Redis unreachable ({type(exc).__name__}); not judging the agent on that"
@@ -101,7 +123,7 @@ def agent(settings: Settings, *, redis_down_is_fine: bool = False) -> str:
         client.close()
     fresh = [b for b in beats if time.time() - float(str(b.get("beatAt", 0))) <= keys.AGENT_TTL_S]
     if not fresh:
-        raise Unhealthy(f"no agent on host {host} sent a heartbeat in {keys.AGENT_TTL_S} s")
+        raise Unhealthy(f"no agent {prefix}-<n> sent a heartbeat in {keys.AGENT_TTL_S} s")
     names = ", ".join(f"{b['id']} ({b.get('state')})" for b in fresh)
     return f"heartbeat from {names}"
 
@@ -148,6 +170,9 @@ CHECKS: dict[str, Callable[[Settings], str]] = {
 
 def main(argv: list[str]) -> int:
     """Run the check named by argv[1]; print one line; 0 when healthy."""
+    if argv[1:] == ["--agent-prefix"]:
+        print(agent_prefix())
+        return 0
     if len(argv) != 2 or argv[1] not in CHECKS:
         print(f"usage: semantest-healthcheck {{{','.join(CHECKS)}}}", file=sys.stderr)
         return 2
