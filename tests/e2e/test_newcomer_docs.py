@@ -32,7 +32,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def docs_browser() -> Iterator[Browser]:
     chromium = find_chromium()
     assert chromium, "Chromium is not installed: run `make setup`"
     with sync_playwright() as pw:
@@ -42,10 +42,10 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def offline_page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+def offline_page(docs_browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     """A page whose every non-loopback request is aborted; the list collects their URLs."""
     blocked: list[str] = []
-    context = browser.new_context()
+    context = docs_browser.new_context()
 
     def only_loopback(route: Route) -> None:
         url = route.request.url
