@@ -1,7 +1,8 @@
 """The plugin as a third party gets it: a small project of its own (an addon folder, a static
-page served by its own server, a test file importing nothing of ours) run by pytest in a
-subprocess, as after `pip install semantest`. Its tests pass; a broken addon fails them with a
-readable message and leaves each page's screenshot, DOM and console log in test-results/."""
+page served by its own server, a test file importing nothing of ours), the complete example of
+docs/testing-extensions.md, run by pytest in a subprocess as after `pip install semantest`.
+Its tests pass; a broken addon fails them with a readable message and leaves each page's
+screenshot, DOM and console log in test-results/."""
 
 from __future__ import annotations
 
@@ -14,85 +15,33 @@ import pytest
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.e2e
 
-GREETER_MANIFEST = {
-    "id": "greeter",
-    "name": "Greeter",
-    "version": "1.0.0",
-    "matches": ["http://127.0.0.1/*"],
-    "js": ["greeter.js"],
-}
-
-GREETER_JS = """
-document.querySelector("h1").textContent = "Hello from greeter";
-SemantestAddon.define({
-  id: "greeter",
-  version: "1.0.0",
-  detectState: () => "ready",
-  async submit(prompt) {
-    document.querySelector("#out").textContent = prompt.toUpperCase();
-  },
-  async collect() {
-    return { images: [], reply: document.querySelector("#out").textContent };
-  },
-});
-"""
+ROOT = Path(__file__).resolve().parents[2]
+#: The page whose complete example is the project: each file is a fenced block right after a
+#: line naming it in bold code (**`conftest.py`**).
+EXAMPLE_DOC = ROOT / "docs" / "testing-extensions.md"
 
 BROKEN_JS = """
 throw new Error("greeter is broken: it lost its heading");
 """
 
-INDEX_HTML = """<!doctype html>
-<html><head><title>Shop</title></head>
-<body><h1>Welcome</h1><p id="out"></p></body></html>
-"""
 
-CONFTEST = '''
-import functools
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-import pytest
-
-HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="session")
-def site_url():
-    """A local replica of the site the addon runs on."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(HERE / "site"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="session")
-def addons_dir(pytestconfig):
-    """Overrides the plugin's: our own addons unless --addons-dir says otherwise."""
-    given = pytestconfig.getoption("--addons-dir")
-    return Path(given).resolve() if given else HERE / "my_addons"
-'''
-
-TESTS = """
-from playwright.sync_api import expect
-
-
-def test_the_greeter_changes_the_heading(addon_page, site_url):
-    page = addon_page(f"{site_url}/index.html", addons=["greeter"], timeout=5)
-    expect(page.locator("h1")).to_have_text("Hello from greeter")
-
-
-def test_the_greeter_answers_a_job(addon_page, bridge, site_url):
-    page = addon_page(f"{site_url}/index.html", addons=["greeter"], timeout=5)
-    result = bridge.run(page, "shout this")
-    assert result.reply == "SHOUT THIS"
-    expect(page.locator("#out")).to_have_text("SHOUT THIS")
-
-
-def test_the_extension_is_loaded(service_worker, extension_id):
-    assert service_worker.url.startswith(f"chrome-extension://{extension_id}/")
-"""
+def example_files() -> dict[str, str]:
+    """The files of the docs' complete example, by path."""
+    files: dict[str, str] = {}
+    name: str | None = None
+    lines = iter(EXAMPLE_DOC.read_text().splitlines())
+    for line in lines:
+        if found := re.fullmatch(r"\*\*`([\w./-]+)`\*\*", line):
+            name = found.group(1)
+        elif name is not None and line.startswith("```"):
+            body: list[str] = []
+            for inner in lines:
+                if inner.startswith("```"):
+                    break
+                body.append(inner)
+            files[name] = "\n".join(body) + "\n"
+            name = None
+    return files
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -102,21 +51,26 @@ def write(root: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
+def test_the_docs_example_is_a_whole_project() -> None:
+    files = example_files()
+    assert sorted(files) == [
+        "conftest.py",
+        "my_addons/greeter/addon.json",
+        "my_addons/greeter/greeter.js",
+        "site/index.html",
+        "test_greeter.py",
+    ]
+    assert json.loads(files["my_addons/greeter/addon.json"])["id"] == "greeter"
+    ours = re.compile(r"^\s*(from|import) (tests|semantest|controller|agents)\b", re.M)
+    assert not ours.search(files["test_greeter.py"] + files["conftest.py"])
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Path:
-    manifest = json.dumps(GREETER_MANIFEST)
-    write(
-        pytester.path,
-        {
-            "conftest.py": CONFTEST,
-            "test_greeter.py": TESTS,
-            "site/index.html": INDEX_HTML,
-            "my_addons/greeter/addon.json": manifest,
-            "my_addons/greeter/greeter.js": GREETER_JS,
-            "broken_addons/greeter/addon.json": manifest,
-            "broken_addons/greeter/greeter.js": BROKEN_JS,
-        },
-    )
+    files = example_files()
+    files["broken_addons/greeter/addon.json"] = files["my_addons/greeter/addon.json"]
+    files["broken_addons/greeter/greeter.js"] = BROKEN_JS
+    write(pytester.path, files)
     return pytester.path
 
 
