@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench bench-submit bench-fleet bench-chaos up clean \
+.PHONY: setup system demo test lint bench bench-submit bench-addons bench-fleet bench-chaos up clean \
 	images docker-base docker-lock test-containers
 
 setup: system $(STAMP)
@@ -54,11 +54,21 @@ test: lint
 bench: setup
 	$(PY) bench/e2e.py
 	$(PY) bench/submit.py
+	$(MAKE) --no-print-directory bench-addons
 
 # Submission speed on this machine: 1,000 clients open loop (hey), 1,000 connections closed
 # loop (wrk), batch accept, against RQ and redis-benchmark on the same Redis (about a minute).
 bench-submit: setup
 	$(PY) bench/submit.py
+
+# Addon serving against nginx serving the same bytes, same wrk run (about 40 s). nginx is
+# only needed here: it is installed (nginx-light) when missing.
+bench-addons: setup
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+		echo "installing nginx-light (apt-get), for bench/addons.py only"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light; }
+	$(PY) bench/addons.py
 
 # Slots scaling, agent memory, cold start, overhead under load (several minutes).
 bench-fleet: setup

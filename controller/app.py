@@ -10,8 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
 from addons.registry import Registry
-from controller import dashboard, docs, handlers, metrics, openapi
-from controller.addon_delivery import AddonFastPath
+from controller import addon_delivery, dashboard, docs, handlers, metrics, openapi
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
 from controller.routes import (
@@ -99,8 +98,8 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
     handlers.install(app)
     docs.install(app)  # /docs, /redoc (offline) and the `/` redirect
     openapi.install(app)
-    app.add_middleware(AddonFastPath)  # public addon GETs from prebuilt bytes (innermost)
     app.add_middleware(AuditTrail)  # inside RequestContext: it sees the request id
     app.add_middleware(RequestContext)
     app.add_middleware(metrics.HttpMetrics)  # outermost: times every answer, 413s included
+    addon_delivery.install(app)  # in front of every middleware: public addon GETs, prebuilt
     return app
