@@ -44,3 +44,13 @@ def test_unknown_addon_and_version_are_404(anon: httpx.Client) -> None:
         assert reply.json()["error"]["code"] == "ADDON_NOT_FOUND"
     version = anon.get("/api/v1/addons").json()["addons"][0]["version"]
     assert anon.get(f"/api/v1/addons/sandbox?version={version}").status_code == 200
+
+
+def test_fast_path_answers_carry_the_rate_limit_headers(anon: httpx.Client) -> None:
+    """Rate limits on (the default): the lean path takes from the same per-IP addon bucket."""
+    first = anon.get("/api/v1/addons/sandbox")
+    second = anon.get("/api/v1/addons/sandbox", headers={"If-None-Match": first.headers["etag"]})
+    assert second.status_code == 304
+    for reply in (first, second):
+        assert int(reply.headers["ratelimit-limit"]) > 0
+    assert int(second.headers["ratelimit-remaining"]) < int(first.headers["ratelimit-remaining"])
