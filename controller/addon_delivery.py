@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from addons.bundle import Bundle
 from addons.registry import Registry, Served
 from semantest.errors import AddonNotFound
+from semantest.metrics import ADDON_REQUESTS
 from semantest.plans import Endpoint
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
@@ -178,6 +179,13 @@ def lookup(prebuilt: Prebuilt, path: str, query: bytes) -> tuple[bytes, Headers]
     return prebuilt.sources.get((addon_id, params.get("channel", "stable")))
 
 
+def addon_route(path: str) -> str:
+    """The route template of a fast-path GET (the label of `semantest_addon_requests_total`)."""
+    if path == PREFIX:
+        return PREFIX
+    return BUNDLES + "{name}" if path.startswith(BUNDLES) else PREFIX + "/{addon_id}"
+
+
 def install(app: Starlette) -> None:
     """Put `AddonFastPath` in front of `app`'s whole middleware stack (built on first call)."""
     build = app.build_middleware_stack
@@ -221,6 +229,7 @@ class AddonFastPath:
             limits = checked
         body, headers = found
         status, out, payload = answer(dict(scope["headers"]), body, headers)
+        ADDON_REQUESTS.labels(addon_route(scope["path"]), str(status)).inc()
         if limits:
             out = [*out, *limits]
         await send({"type": "http.response.start", "status": status, "headers": out})

@@ -20,12 +20,14 @@ from addons.registry import describe
 from addons.store import Catalog
 from controller.addon_delivery import Headers, Prebuilt, answer, headers_for, lookup
 from controller.auth import Caller, authenticate, forbidden, presented_key
+from controller.metrics import route_template
 from controller.openapi import responses, success
 from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.routes import addon_domains, addon_publish
 from controller.routes.addon_domains import check_domain
 from controller.state import AppState, State
 from semantest.errors import AddonNotFound, ValidationError
+from semantest.metrics import ADDON_REQUESTS
 from semantest.plans import Endpoint
 
 
@@ -161,6 +163,7 @@ def respond(request: Request, found: tuple[bytes, Headers] | None, missing: str)
     body, headers = found
     raw = {k.lower(): v for k, v in request.scope["headers"]}
     status, out, payload = answer(raw, body, headers)
+    ADDON_REQUESTS.labels(route_template(request.scope), str(status)).inc()
     response = Response(payload, status_code=status)
     response.raw_headers = list(out)
     return response

@@ -268,3 +268,27 @@ def test_rate_limit_rejections_by_endpoint_and_plan(settings: Settings) -> None:
             plan="partner",
         )
         assert after == (before or 0) + codes.count(429)
+
+
+def test_addon_hits_and_304s_on_the_fast_path_and_through_the_routes(
+    url: str, api: httpx.Client
+) -> None:
+    def count(route: str, status: str) -> float:
+        text = httpx.get(f"{url}/metrics").text
+        return sample(text, "semantest_addon_requests_total", route=route, status=status) or 0
+
+    index = "/api/v1/addons"
+    hits, not_modified = count(index, "200"), count(index, "304")
+    first = httpx.get(f"{url}{index}")  # public: answered in front of the app
+    assert first.status_code == 200
+    again = httpx.get(f"{url}{index}", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert (count(index, "200"), count(index, "304")) == (hits + 1, not_modified + 1)
+    source = "/api/v1/addons/{addon_id}"
+    before = count(source, "200")
+    assert httpx.get(f"{url}/api/v1/addons/sandbox").status_code == 200
+    assert count(source, "200") == before + 1
+    # with a key the request goes through the FastAPI route: counted the same way
+    with_key = api.get("/api/v1/addons", headers={"If-None-Match": first.headers["etag"]})
+    assert with_key.status_code == 304
+    assert count(index, "304") == not_modified + 2
