@@ -150,3 +150,36 @@ def test_a_wrong_key_is_refused_on_the_page_and_the_reads_take_admin(
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
         assert api.get("/dashboard/dashboard.js").status_code == 200
         assert api.get("/dashboard/secrets.txt").status_code == 404
+
+
+def test_a_failed_job_shows_its_error_and_opens_its_evidence(
+    board_stack: Stack, board_page: Page
+) -> None:
+    page = board_page
+    url = board_stack.url
+    faults = httpx.post(
+        f"{board_stack.settings.sandbox_url}/_sandbox/faults", json={"kind": "refusal", "count": 1}
+    )
+    assert faults.status_code == 200, faults.text
+    sign_in(page, url, ADMIN_KEY)
+    page.locator("#live.live").wait_for(timeout=10_000)
+    page.locator("#prompt").fill(f"a refused boat {time.time_ns()}")
+    page.get_by_role("button", name="Submit").click()
+    job_id = page.locator("#submitted-id").inner_text(timeout=10_000)
+    failed = page.locator(f'#jobs tr[data-job-id="{job_id}"][data-status="failed"]')
+    failed.wait_for(timeout=60_000)
+    failed.get_by_text("GENERATION_FAILED").wait_for(timeout=10_000)
+    with page.context.expect_page() as opened:
+        failed.get_by_role("button", name="screenshot").click()
+    shot = opened.value
+    shot.wait_for_load_state()
+    assert shot.url.startswith("blob:")
+    assert shot.evaluate("document.images.length && document.images[0].naturalWidth") > 0
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+    ) as api:
+        record = wait_final(api, job_id)
+        served = api.get(f"/dashboard/api/evidence/{job_id}/screenshot.png")
+        assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
+        assert Path(record["artifacts"]["screenshot"]).read_bytes() == served.content
+        assert api.get(f"/dashboard/api/evidence/{job_id}/../../etc").status_code == 404
