@@ -65,6 +65,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _fixtures(item: pytest.Item) -> list[str]:
+    return list(getattr(item, "fixturenames", ()))
+
+
 def _uses_sync_playwright(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
@@ -73,15 +77,34 @@ def _uses_sync_playwright(item: pytest.Item) -> bool:
     return bool(defs) and defs[-1].func.__module__ == "pytest_playwright.pytest_playwright"
 
 
+#: The plugin's fixtures that stand on pytest-playwright's.
+NEEDS_PYTEST_PLAYWRIGHT = {
+    "extension_launch_args",
+    "extension_context",
+    "extension_pages",
+    "extension_page",
+    "addon_page",
+}
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-asyncio active, run the tests on pytest-playwright's (sync) Playwright last.
+    """Refuse to run browser tests without pytest-playwright, saying so; with pytest-asyncio
+    active, run the tests on pytest-playwright's (sync) Playwright last.
 
     Once started, sync Playwright marks asyncio's loop as running in the main thread for the
     rest of the session, and every asyncio test after it fails ("Cannot run the event loop
     while another loop is running"). Moving those tests behind the others (order otherwise
     kept) lets one session hold both.
     """
+    if not config.pluginmanager.has_plugin("playwright"):
+        wanted = [i.nodeid for i in items if NEEDS_PYTEST_PLAYWRIGHT & set(_fixtures(i))]
+        if wanted:
+            raise pytest.UsageError(
+                "semantest.testing's browser fixtures stand on pytest-playwright, which is not "
+                f"installed or is disabled (-p no:playwright); {wanted[0]} needs them. "
+                "Install it: pip install 'semantest[testing]'"
+            )
     if not config.pluginmanager.has_plugin("asyncio"):
         return
     late = [item for item in items if _uses_sync_playwright(item)]

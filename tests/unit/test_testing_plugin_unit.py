@@ -18,6 +18,7 @@ from sandbox.app import create_app
 from semantest.testing.browser import persistent_launch_options
 from semantest.testing.servers import addon_covers
 
+pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.unit
 
 EXTENSION = Path("/opt/ext")
@@ -92,3 +93,20 @@ def test_the_sandbox_fault_queue_can_be_emptied() -> None:
         cleared = sandbox.delete("/_sandbox/faults")
         assert cleared.status_code == 200 and cleared.json() == {"pending": []}
         assert sandbox.get("/_sandbox/faults").json() == {"pending": []}
+
+
+def test_without_pytest_playwright_browser_tests_are_refused_with_the_fix(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_page="def test_page(addon_page):\n    pass\n",
+        test_plain="def test_plain(addon_server_redis_url):\n    pass\n",
+    )
+    refused = pytester.runpytest("-p", "no:playwright", "-p", "no:cacheprovider")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    (line,) = [x for x in refused.stderr.lines if "pytest-playwright" in x]
+    assert "browser fixtures stand on pytest-playwright" in line
+    assert "test_page.py::test_page needs them" in line
+    assert line.endswith("pip install 'semantest[testing]'")
+    plain = pytester.runpytest("-p", "no:playwright", "--collect-only", "-q", "test_plain.py")
+    assert plain.ret == pytest.ExitCode.OK
