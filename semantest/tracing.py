@@ -17,7 +17,8 @@ Must not import anything of ours but the kernel.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -75,26 +76,26 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-@contextlib.contextmanager
+_OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 def span(
     name: str,
     *,
     parent: otel_context.Context | None = None,
     start_time: float | None = None,
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[Span | None]:
-    """A span, current for the block, child of `parent` (else of the current span); None and
-    no work at all while tracing is off. `start_time` is a Unix time in seconds."""
+) -> AbstractContextManager[Span | None]:
+    """A span, current for the `with` block, child of `parent` (else of the current span);
+    while tracing is off, a shared do-nothing context (None). `start_time`: Unix seconds."""
     if _tracer is None:
-        yield None
-        return
-    with _tracer.start_as_current_span(
+        return _OFF
+    return _tracer.start_as_current_span(
         name,
         context=parent,
         start_time=int(start_time * 1e9) if start_time is not None else None,
         attributes=dict(attributes or {}),
-    ) as current:
-        yield current
+    )
 
 
 def traceparent() -> str | None:
