@@ -169,6 +169,7 @@ def test_every_container_is_healthy_non_root_and_logs_json(stack: Compose) -> No
             )
             user = docker("exec", container, "id", "-u").stdout.strip()
             assert user == "10001", (service, user)
+            assert inspect(container)["HostConfig"]["ReadonlyRootfs"] is True, service
     for service in ("controller", "webhooks", "agent"):
         container = stack.containers(service)[0]
         logs = docker("logs", container)

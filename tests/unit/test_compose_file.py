@@ -69,6 +69,7 @@ def test_services_and_the_commands_semantest_up_runs() -> None:
     assert services["agent"]["command"] == ["semantest-agents"]
     for name, service in services.items():
         assert service["network_mode"] == "host", name  # loopback, like `semantest up`
+        assert service["read_only"] is True, name  # writable: volumes and tmpfs only
         assert "healthcheck" in service, name
         env = service.get("environment", {})
         assert all(k.startswith("SEMANTEST_") for k in env), (name, sorted(env))
