@@ -16,13 +16,17 @@
 (() => {
   if (globalThis.SemantestAddon) return; // already injected by another addon on this page
 
-  const STATES = ["ready", "busy", "logged-out", "rate-limited", "refused"];
+  const STATES = ["ready", "busy", "logged-out", "rate-limited", "refused", "error"];
   // A page in one of these states cannot take a job; the agent may retry elsewhere.
+  // `error`: the driver's detectState() threw (a broken driver, or a page it does not know).
   const BLOCKING_STATES = {
     busy: "ADDON_BUSY",
     "logged-out": "LOGGED_OUT",
     "rate-limited": "RATE_LIMITED",
+    error: "ADDON_ERROR",
   };
+  // What addons share across their scopes: a dependency provides, a dependent uses.
+  const provided = new Map();
 
   /** An Error carrying a job error code; drivers throw these. */
   function error(code, message, retryable = false) {
@@ -46,13 +50,16 @@
     let retries = 0;     // reconnect attempts since the last port that lived a while
     let connectedAt = 0;
 
+    let stateError = null; // why the last detectState() failed
     function detectState() {
       try {
         const state = driver.detectState();
+        stateError = null;
         return STATES.includes(state) ? state : "ready";
       } catch (err) {
         console.warn("[semantest] detectState failed", err);
-        return "ready";
+        stateError = String(err?.message || err);
+        return "error";
       }
     }
 
@@ -109,7 +116,10 @@
       });
       if (running) return fail(error("ADDON_BUSY", `job ${running} is still running in this tab`, true));
       const state = detectState();
-      if (BLOCKING_STATES[state]) return fail(error(BLOCKING_STATES[state], `the page is ${state}`, true));
+      if (BLOCKING_STATES[state]) {
+        const why = state === "error" ? `detectState() threw: ${stateError}` : `the page is ${state}`;
+        return fail(error(BLOCKING_STATES[state], why, true));
+      }
       if (chat && driver.chat !== true) {
         return fail(error("CHAT_UNSUPPORTED", `the ${driver.id} addon cannot hold a conversation`, false));
       }
@@ -173,5 +183,17 @@
     return described;
   }
 
-  globalThis.SemantestAddon = { define, error };
+  /** A dependency makes `value` available to the addons injected after it. */
+  function provide(id, value) {
+    provided.set(String(id), value);
+    return value;
+  }
+
+  /** What the dependency `id` provided; throws naming it when it was not injected. */
+  function use(id) {
+    if (!provided.has(String(id))) throw new Error(`SemantestAddon.use: nothing provided ${JSON.stringify(id)}`);
+    return provided.get(String(id));
+  }
+
+  globalThis.SemantestAddon = { define, error, provide, use };
 })();

@@ -1,14 +1,27 @@
-// Addons: fetch the index from the controller, fetch each addon's source
-// (ETag / If-None-Match so an unchanged addon costs a 304 or nothing), and
-// register every addon as a user script with addon_runtime.js injected first.
+// Addons: mirror the controller's addon index, verify every bundle's SRI
+// hash, and keep the user scripts registered to match.
+//
+// - The index is fetched with If-None-Match (an unchanged index costs a 304).
+// - A bundle is fetched (content-addressed URL) only when its integrity changed,
+//   and registered only if its sha384 equals the index's `integrity`. A bundle
+//   that does not match is refused: the last good version of that addon stays
+//   registered and the refusal is kept for the status and the heartbeat.
+// - The last good set (index entries + verified bundles) is kept in
+//   chrome.storage.local, so after a browser or service-worker restart the
+//   addons are registered again even while the controller is unreachable.
+// - Each bundle part (one addon, ending with its `//# sourceURL=` line) is
+//   registered as its own script after addon_runtime.js.
 
-const CACHE_KEY = "addonCache";        // storage.local: {id: {etag, source}}
-const INDEX_KEY = "addonIndex";        // storage.local: {etag, body} of the last index
+const INDEX_KEY = "addonIndex";         // storage.local: {url, etag, body} of the last index
+const GOOD_KEY = "addonGood";           // storage.local: {id: {entry, source}} verified bundles
+const REFUSED_KEY = "addonRefused";     // storage.local: [{id, version, reason, at}]
 const REGISTERED_KEY = "registeredSig"; // storage.session: what is registered now
-const WORLD_KEY = "worldConfigured";  // storage.session: messaging enabled this browser session
+const WORLD_KEY = "worldConfigured";    // storage.session: messaging enabled this browser session
 const RUNTIME_FILE = "addon_runtime.js";
+const MAX_REFUSALS = 20;
 
-let registered = []; // [{id, version}] currently registered
+let registered = []; // [{id, version, integrity}] currently registered
+let lastSync = { ok: null, at: null, error: null, offline: false };
 
 /** True when the "Allow User Scripts" toggle is on for this extension. */
 export function userScriptsAvailable() {
@@ -24,40 +37,66 @@ export function registeredAddons() {
   return registered.map(({ id, version }) => ({ id, version }));
 }
 
+/** Registered addons with their integrity, for the heartbeat and the options page. */
+export function registeredDetails() {
+  return registered.map(({ id, version, integrity }) => ({ id, version, integrity }));
+}
+
+/** Bundles refused lately (newest last). */
+export async function refusals() {
+  return (await chrome.storage.local.get(REFUSED_KEY))[REFUSED_KEY] || [];
+}
+
+/** How the last sync went: {ok, at, error, offline}. */
+export function syncState() {
+  return { ...lastSync };
+}
+
 /**
  * Brings the registered user scripts in line with the controller's index.
- * Re-registers only when something changed (or `force`). Returns
- * {changed, addons}.
+ * When the controller cannot be reached, the last good set is registered
+ * (if it is not already) and {offline: true} is returned; only when there is
+ * no good set either does it throw. Returns {changed, addons, offline}.
  */
-export async function syncAddons(controllerUrl, { force = false } = {}) {
+export async function syncAddons(controllerUrl, { force = false, channel = "stable" } = {}) {
   if (!userScriptsAvailable()) {
     throw new Error("Allow User Scripts is off for this extension");
   }
-  const index = await fetchIndex(controllerUrl);
-  const cache = (await chrome.storage.local.get(CACHE_KEY))[CACHE_KEY] || {};
-  const addons = [];
+  const good = (await chrome.storage.local.get(GOOD_KEY))[GOOD_KEY] || {};
+  let index;
+  try {
+    index = await fetchIndex(controllerUrl, channel);
+  } catch (err) {
+    lastSync = { ok: false, at: Date.now(), error: err.message, offline: true };
+    const cached = Object.values(good);
+    if (cached.length === 0) throw err;
+    const changed = await registerIfChanged(cached, force);
+    return { changed, addons: registeredAddons(), offline: true };
+  }
+  const next = {};
   for (const entry of index) {
-    const { etag, source } = await fetchSource(controllerUrl, entry, cache[entry.id]);
-    cache[entry.id] = { etag, source };
-    addons.push({ ...entry, etag, source });
+    const kept = good[entry.id];
+    if (kept && kept.entry.integrity === entry.integrity && kept.entry.hash === entry.hash) {
+      next[entry.id] = { ...kept, entry }; // same bytes: no request at all
+      continue;
+    }
+    try {
+      const source = await fetchBundle(controllerUrl, entry);
+      await verify(source, entry);
+      next[entry.id] = { entry, source };
+    } catch (err) {
+      await refuse(entry, err.message);
+      if (kept) next[entry.id] = kept; // the last good version stays
+    }
   }
-  for (const id of Object.keys(cache)) {
-    if (!addons.some((a) => a.id === id)) delete cache[id];
-  }
-  await chrome.storage.local.set({ [CACHE_KEY]: cache });
-
-  const signature = JSON.stringify(addons.map(({ source, url, name, ...rest }) => rest));
-  const changed = force || !(await alreadyRegistered(signature, addons));
-  if (changed) {
-    await register(addons);
-    await chrome.storage.session.set({ [REGISTERED_KEY]: signature });
-  }
-  registered = addons.map(({ id, version }) => ({ id, version }));
-  return { changed, addons: registeredAddons() };
+  await chrome.storage.local.set({ [GOOD_KEY]: next });
+  const changed = await registerIfChanged(Object.values(next), force);
+  lastSync = { ok: true, at: Date.now(), error: null, offline: false };
+  return { changed, addons: registeredAddons(), offline: false };
 }
 
-async function fetchIndex(controllerUrl) {
-  const url = `${controllerUrl}/api/v1/addons`;
+async function fetchIndex(controllerUrl, channel) {
+  const url = `${controllerUrl}/api/v1/addons?channel=${encodeURIComponent(channel)}`;
   const cached = (await chrome.storage.local.get(INDEX_KEY))[INDEX_KEY];
   const usable = cached?.url === url && cached.etag;
   const response = await fetchOrExplain(url, { headers: usable ? { "If-None-Match": cached.etag } : {} });
@@ -79,20 +118,36 @@ async function fetchIndex(controllerUrl) {
     excludeMatches: a.excludeMatches || [],
     world: a.world || "USER_SCRIPT",
     runAt: a.runAt || "document_idle",
-    etag: a.etag || null,
-    url: a.url || `/api/v1/addons/${encodeURIComponent(a.id)}`,
+    hash: a.hash || null,
+    integrity: a.integrity || null,
+    url: a.bundleUrl || a.url || `/api/v1/addons/${encodeURIComponent(a.id)}`,
   }));
 }
 
-/** Returns {etag, source}; skips the request when the index etag equals the cached one. */
-async function fetchSource(controllerUrl, entry, cached) {
-  if (cached?.source != null && entry.etag && cached.etag === entry.etag) return cached;
+async function fetchBundle(controllerUrl, entry) {
   const url = new URL(entry.url, controllerUrl + "/").href;
-  const headers = cached?.etag ? { "If-None-Match": cached.etag } : {};
-  const response = await fetchOrExplain(url, { headers });
-  if (response.status === 304 && cached?.source != null) return cached;
+  const response = await fetchOrExplain(url, {});
   if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
-  return { etag: response.headers.get("ETag") || entry.etag, source: await response.text() };
+  return response.text();
+}
+
+/** Throws unless the bytes' sha384 is the index's `integrity` (Subresource Integrity form). */
+async function verify(source, entry) {
+  if (!entry.integrity?.startsWith("sha384-")) {
+    throw new Error(`the index gives no sha384 integrity for ${entry.id}@${entry.version}`);
+  }
+  const digest = await crypto.subtle.digest("SHA-384", new TextEncoder().encode(source));
+  const actual = "sha384-" + btoa(String.fromCharCode(...new Uint8Array(digest)));
+  if (actual !== entry.integrity) {
+    throw new Error(`integrity mismatch for ${entry.id}@${entry.version}: expected ${entry.integrity}, got ${actual}`);
+  }
+}
+
+async function refuse(entry, reason) {
+  const list = await refusals();
+  list.push({ id: entry.id, version: entry.version, reason, at: Date.now() });
+  await chrome.storage.local.set({ [REFUSED_KEY]: list.slice(-MAX_REFUSALS) });
+  console.warn("[semantest] refused", entry.id, entry.version, reason);
 }
 
 async function fetchOrExplain(url, init) {
@@ -103,12 +158,26 @@ async function fetchOrExplain(url, init) {
   }
 }
 
+/** Registers `items` ({entry, source}) unless exactly these are registered already. */
+async function registerIfChanged(items, force) {
+  items.sort((a, b) => (a.entry.id < b.entry.id ? -1 : 1));
+  const signature = JSON.stringify(items.map(({ entry }) => [entry.id, entry.integrity, entry.matches,
+    entry.excludeMatches, entry.world, entry.runAt]));
+  const changed = force || !(await alreadyRegistered(signature, items.length));
+  if (changed) {
+    await register(items);
+    await chrome.storage.session.set({ [REGISTERED_KEY]: signature });
+  }
+  registered = items.map(({ entry }) => ({ id: entry.id, version: entry.version, integrity: entry.integrity }));
+  return changed;
+}
+
 /** After a service-worker restart the scripts are still registered; skip the gap of re-registering. */
-async function alreadyRegistered(signature, addons) {
+async function alreadyRegistered(signature, count) {
   const stored = (await chrome.storage.session.get(REGISTERED_KEY))[REGISTERED_KEY];
   if (stored !== signature) return false;
   const scripts = await chrome.userScripts.getScripts();
-  return scripts.length === addons.length;
+  return scripts.length === count;
 }
 
 /**
@@ -127,18 +196,32 @@ async function enableMessaging() {
   await chrome.storage.session.set({ [WORLD_KEY]: true });
 }
 
-async function register(addons) {
+/** A bundle's parts: each ends with its own `//# sourceURL=` line. */
+export function splitBundle(source) {
+  const parts = [];
+  const marker = /^\/\/# sourceURL=.*$/gm;
+  let start = 0;
+  for (const found of source.matchAll(marker)) {
+    const end = found.index + found[0].length + 1;
+    parts.push(source.slice(start, end));
+    start = end;
+  }
+  if (source.slice(start).trim()) parts.push(source.slice(start));
+  return parts;
+}
+
+async function register(items) {
   await enableMessaging();
   await chrome.userScripts.unregister();
-  if (addons.length === 0) return;
+  if (items.length === 0) return;
   await chrome.userScripts.register(
-    addons.map((addon) => ({
-      id: addon.id,
-      matches: addon.matches,
-      excludeMatches: addon.excludeMatches,
-      js: [{ file: RUNTIME_FILE }, { code: addon.source }],
-      world: addon.world,
-      runAt: addon.runAt,
+    items.map(({ entry, source }) => ({
+      id: entry.id,
+      matches: entry.matches,
+      excludeMatches: entry.excludeMatches,
+      js: [{ file: RUNTIME_FILE }, ...splitBundle(source).map((code) => ({ code }))],
+      world: entry.world,
+      runAt: entry.runAt,
     })),
   );
 }

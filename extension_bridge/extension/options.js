@@ -1,7 +1,9 @@
-// Options page: edit the controller and bridge URLs (saved through the same
-// configure path the agents use) and show what is registered right now.
+// Options page: edit where the controller and bridge are, how often addons are
+// checked and which channel (saved through the same configure path the agents
+// use), and show the connection, the registered addons and any refused bundle.
 
 const $ = (id) => document.getElementById(id);
+const FIELDS = ["controllerUrl", "bridgeUrl", "refreshSeconds", "channel"];
 
 async function ask(type, fields = {}) {
   const answer = await chrome.runtime.sendMessage({ type, ...fields });
@@ -14,35 +16,61 @@ function showMessage(text, kind) {
   $("message").className = kind;
 }
 
-async function showStatus() {
-  const status = await ask("semantest.status");
-  if (status.config && !$("controllerUrl").value) {
-    $("controllerUrl").value = status.config.controllerUrl;
-    $("bridgeUrl").value = status.config.bridgeUrl;
-  }
-  $("userScripts").textContent = status.userScripts ? "allowed" : "not allowed";
-  $("user-scripts-note").hidden = status.userScripts;
-  $("bridge").textContent = status.bridge;
-  const rows = status.addons.map(({ id, version }) => {
+function rowsOf(items, columns, empty) {
+  const rows = items.map((item) => {
     const row = document.createElement("tr");
-    for (const value of [id, version]) row.appendChild(document.createElement("td")).textContent = value;
+    for (const value of columns(item)) row.appendChild(document.createElement("td")).textContent = value;
     return row;
   });
   if (rows.length === 0) {
     const row = document.createElement("tr");
     const cell = row.appendChild(document.createElement("td"));
-    cell.colSpan = 2;
-    cell.textContent = "none";
+    cell.colSpan = 3;
+    cell.textContent = empty;
     rows.push(row);
   }
-  $("addons").replaceChildren(...rows);
+  return rows;
+}
+
+function describeSync(sync) {
+  if (sync.ok === null) return "not checked yet";
+  const at = new Date(sync.at).toLocaleTimeString();
+  if (sync.ok) return `connected (checked ${at})`;
+  return `unreachable since ${at}: ${sync.error} — running the last good addons`;
+}
+
+async function showStatus() {
+  const status = await ask("semantest.status");
+  if (status.config && !$("controllerUrl").value) {
+    for (const field of FIELDS) if (status.config[field] != null) $(field).value = status.config[field];
+  }
+  $("controller").textContent = describeSync(status.sync);
+  $("controller").className = status.sync.ok === false ? "error" : "ok";
+  $("userScripts").textContent = status.userScripts ? "allowed" : "not allowed";
+  $("user-scripts-note").hidden = status.userScripts;
+  $("bridge").textContent = status.bridge;
+  $("extensionVersion").textContent = status.extensionVersion;
+  $("installId").textContent = status.installId;
+  $("addons").replaceChildren(...rowsOf(status.addons, (a) => [a.id, a.version, a.integrity || ""], "none"));
+  const refused = status.refused.slice().reverse().map((r) => {
+    const item = document.createElement("li");
+    item.textContent = `${new Date(r.at).toLocaleString()}: ${r.id}@${r.version} — ${r.reason}`;
+    return item;
+  });
+  if (refused.length === 0) refused.push(Object.assign(document.createElement("li"), { textContent: "none" }));
+  $("refused").replaceChildren(...refused);
 }
 
 $("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   showMessage("Connecting…", "");
   try {
-    const config = { controllerUrl: $("controllerUrl").value.trim(), bridgeUrl: $("bridgeUrl").value.trim() };
+    const config = {
+      controllerUrl: $("controllerUrl").value.trim(),
+      bridgeUrl: $("bridgeUrl").value.trim(),
+      refreshSeconds: Number($("refreshSeconds").value),
+      channel: $("channel").value,
+    };
     const result = await ask("semantest.configure", { config });
     showMessage(`Saved. ${result.addons.length} addon(s) registered, bridge open.`, "ok");
   } catch (err) {
@@ -52,3 +80,4 @@ $("form").addEventListener("submit", async (event) => {
 });
 
 showStatus().catch((err) => showMessage(err.message, "error"));
+setInterval(() => showStatus().catch(() => {}), 2000);

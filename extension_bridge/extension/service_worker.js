@@ -7,14 +7,17 @@
 //   chrome.runtime messages "semantest.configure" / "semantest.status" (options page)
 // On every service-worker start a stored config is applied again.
 
-import { loadConfig, saveConfig } from "./config.js";
-import { registeredAddons, syncAddons, userScriptsAvailable } from "./addons.js";
+import { DEFAULT_REFRESH_SECONDS, loadConfig, saveConfig } from "./config.js";
+import {
+  refusals, registeredAddons, registeredDetails, syncAddons, syncState, userScriptsAvailable,
+} from "./addons.js";
 import { Bridge } from "./bridge.js";
 import { AddonPorts } from "./ports.js";
 
 const EXTENSION_VERSION = chrome.runtime.getManifest().version;
 const REFRESH_ALARM = "semantest-refresh";
-const REFRESH_MINUTES = 1;
+const REFRESH_MINUTES = 1; // alarms wake a stopped worker; the timer below polls faster while it runs
+const INSTALL_KEY = "installId";
 const BRIDGE_OPEN_TIMEOUT_MS = 10_000;
 const USER_SCRIPTS_OFF = "Allow User Scripts is off for this extension";
 
@@ -58,11 +61,13 @@ async function apply(config, { force = false, waitBridge = true } = {}) {
   let syncError = null;
   if (allowed) {
     try {
-      ({ changed } = await syncAddons(config.controllerUrl, { force }));
+      ({ changed } = await syncAddons(config.controllerUrl, { force, channel: config.channel }));
     } catch (err) {
       syncError = err;
     }
   }
+  scheduleRefresh(config);
+  heartbeat(config).catch(() => {}); // best effort: the controller may be down
   bridge.connect(config.bridgeUrl); // `hello` on open carries the addons just registered
   if (changed && bridge.state === "open") bridge.sendHello(); // tell the agent about new versions
   if (!allowed) throw new Error(USER_SCRIPTS_OFF);
@@ -87,12 +92,53 @@ function reapplyStored({ force = false, waitBridge = false } = {}) {
 async function status() {
   return {
     extensionVersion: EXTENSION_VERSION,
+    installId: await installId(),
     config: await loadConfig(),
     userScripts: userScriptsAvailable(),
-    addons: registeredAddons(),
+    addons: registeredDetails(),
+    refused: await refusals(),
+    sync: syncState(),
     bridge: bridge.state,
     tabs: ports.list(),
   };
+}
+
+/** This install's id: random, made once, kept in storage.local. */
+async function installId() {
+  const stored = (await chrome.storage.local.get(INSTALL_KEY))[INSTALL_KEY];
+  if (stored) return stored;
+  const made = crypto.randomUUID();
+  await chrome.storage.local.set({ [INSTALL_KEY]: made });
+  return made;
+}
+
+/** Tells the controller what this install runs (POST /api/v1/installs/heartbeat). */
+async function heartbeat(config) {
+  const sync = syncState();
+  const body = {
+    installId: await installId(),
+    extensionVersion: EXTENSION_VERSION,
+    channel: config.channel || "stable",
+    userScripts: userScriptsAvailable(),
+    addons: registeredDetails(),
+    refused: (await refusals()).slice(-20),
+    lastSync: sync.ok === false ? String(sync.error).slice(0, 500) : "ok",
+  };
+  await fetch(`${config.controllerUrl}/api/v1/installs/heartbeat`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+// While the worker runs (the bridge keeps it alive), poll every `refreshSeconds`.
+let refreshTimer = null;
+function scheduleRefresh(config) {
+  clearTimeout(refreshTimer);
+  const seconds = Number(config.refreshSeconds) || DEFAULT_REFRESH_SECONDS;
+  refreshTimer = setTimeout(() => {
+    reapplyStored().catch((err) => console.warn("[semantest] refresh failed:", err.message));
+  }, seconds * 1000);
 }
 
 const refresh = () => reapplyStored({ force: true, waitBridge: true });
