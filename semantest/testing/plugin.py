@@ -1,9 +1,10 @@
 """pytest plugin `semantest.testing`: end-to-end tests of an MV3 extension and its addons in
 real Chromium, on top of pytest-playwright.
 
-Registered through the `pytest11` entry point, so installing `semantest` is enough. Layering,
-as in pytest-playwright: the browser, its extension, the addon server and the bridge live for
-the session; pages live for one test. Every fixture can be overridden in a `conftest.py`.
+Registered through the `pytest11` entry point: `pip install 'semantest[testing]'` is enough.
+Layering, as in pytest-playwright: the browser, its extension, the addon server and the bridge
+live for the session; pages live for one test. Every fixture can be overridden in a
+`conftest.py`.
 Launch options come from pytest-playwright (`browser_type`, `browser_type_launch_args`, hence
 `--headed`, `--browser-channel`, `--slowmo`) and a failed test's screenshot, DOM and console log
 go to pytest-playwright's `output_path` (`--output`, default `test-results/`).
@@ -109,7 +110,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     late = [item for item in items if _uses_sync_playwright(item)]
     if late and len(late) < len(items):
-        items[:] = [item for item in items if item not in late] + late
+        moved = set(map(id, late))
+        items[:] = [item for item in items if id(item) not in moved] + late
 
 
 # -- where things are ------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def chromium_executable(pytestconfig: pytest.Config) -> str | None:
         if not path.is_file():
             raise pytest.UsageError(f"--chromium {given}: no such file")
         return str(path)
-    if pytestconfig.getoption("--browser-channel"):
+    if pytestconfig.getoption("--browser-channel", None):
         return None
     return find_chromium()
 
