@@ -86,7 +86,7 @@ DOCKER_BUILD := docker build --network host --build-arg BASE_IMAGE=debian:bookwo
 docker-base:
 	@command -v docker >/dev/null || { echo "docker is not installed (apt-get install docker.io)"; exit 1; }
 	@command -v debootstrap >/dev/null || docker image inspect debian:bookworm-slim >/dev/null 2>&1 || \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
 	docker/base-image.sh debian:bookworm-slim
 
 images: docker-base docker-lock

@@ -287,3 +287,24 @@ def test_dev_overlay_puts_the_sandbox_beside_each_agent() -> None:
     sandbox = container(agents, "sandbox")
     assert sandbox["args"][:3] == ["python", "-m", "sandbox"]
     assert sandbox["args"][sandbox["args"].index("--host") + 1] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_in_cluster_redis_admits_only_semantest_and_keda(target: str) -> None:
+    if "semantest-redis" not in objects(target, "StatefulSet"):
+        assert "semantest-redis" not in objects(target, "NetworkPolicy")
+        return
+    policy = one(target, "NetworkPolicy", "semantest-redis")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "semantest-redis"
+    }
+    [rule] = policy["spec"]["ingress"]
+    allowed = rule["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    clients = {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        for d in objects(target, "Deployment").values()
+    }
+    assert set(allowed) == clients
+    assert rule["from"][1]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "keda"
+    }
