@@ -4,6 +4,7 @@ samples are summed whichever worker answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -244,11 +245,16 @@ def test_rate_limit_rejections_by_endpoint_and_plan(settings: Settings) -> None:
 
     plans = {"partner": PlanSpec.model_validate({"overall": {"count": 3, "period_s": 3600}})}
     limited = settings.model_copy(update={"port": free_port(), "rate_limit_plans": plans})
-    r = redis.Redis.from_url(settings.redis_url or "")
-    for key in r.scan_iter(f"{keys.PREFIX}:rl:*"):
-        r.delete(key)
-    r.close()
-    with serve_controller(limited) as url:
+
+    def forget_buckets() -> None:  # the three-request plan must not outlive this test
+        r = redis.Redis.from_url(settings.redis_url or "")
+        for key in r.scan_iter(f"{keys.PREFIX}:rl:*"):
+            r.delete(key)
+        r.close()
+
+    forget_buckets()
+    with contextlib.ExitStack() as cleanup, serve_controller(limited) as url:
+        cleanup.callback(forget_buckets)
         before = sample(
             httpx.get(f"{url}/metrics").text,
             "semantest_rate_limit_rejections_total",
