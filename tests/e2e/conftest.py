@@ -8,6 +8,8 @@
 - `stack`: the whole deployment as child processes (controller, sandbox, one agent with real
   Chromium), with `api` (a client) and `faults` (its sandbox's fault queue, emptied around
   each test).
+
+Every test that uses the shared stack or the shared sandbox starts with an empty fault queue.
 """
 
 from __future__ import annotations
@@ -137,6 +139,16 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = stack_settings(redis_url, 1, tmp_path_factory.mktemp("stack"))
     with Stack(settings, agents=1) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _empty_fault_queues(request: pytest.FixtureRequest) -> None:
+    """Every test on the shared stack or the shared sandbox starts with no fault pending, even
+    when an earlier test injected one it never consumed."""
+    if "stack" in request.fixturenames:
+        Faults(request.getfixturevalue("stack").settings.sandbox_url).clear()
+    if "sandbox_url" in request.fixturenames:
+        Faults(request.getfixturevalue("sandbox_url")).clear()
 
 
 @pytest.fixture

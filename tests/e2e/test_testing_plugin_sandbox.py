@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Worker
 
@@ -99,3 +100,12 @@ def test_a_stopped_service_worker_is_started_for_the_next_test(
 def test_the_service_worker_fixture_gives_the_live_worker(service_worker: Worker) -> None:
     # the previous test left it stopped: this one still gets a worker that answers
     assert service_worker.evaluate("() => typeof self.semantest.status") == "function"
+
+
+def test_a_fault_left_unconsumed(sandbox_url: str) -> None:
+    httpx.post(f"{sandbox_url}/_sandbox/faults", json={"kind": "server", "count": 3})
+    assert Faults(sandbox_url).pending() == ["server"] * 3
+
+
+def test_does_not_reach_the_next_test(sandbox_url: str) -> None:
+    assert Faults(sandbox_url).pending() == []
