@@ -12,7 +12,15 @@ import re
 from typing import Annotated, Any, Literal
 
 import semantic_version
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from addons.match import PatternError, check_pattern
@@ -59,6 +67,17 @@ class AddonManifest(BaseModel):
     js: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./-]+\.js$")]] = Field(
         min_length=1, max_length=32
     )
+    #: The provider this addon drives (a job's `provider`); none for a helper library.
+    provider: Annotated[str, StringConstraints(pattern=ADDON_ID)] | None = None
+    #: The page an agent's slot opens for that provider; may begin with `{sandbox_url}`.
+    start_url: Annotated[
+        str | None,
+        Field(
+            validation_alias=AliasChoices("startUrl", "start_url"),
+            serialization_alias="startUrl",
+            pattern=r"^(https?://|\{sandbox_url\})[^\s]{0,2000}$",
+        ),
+    ] = None
 
     @field_validator("id")
     @classmethod
@@ -91,6 +110,12 @@ class AddonManifest(BaseModel):
                 raise ValueError(f"{addon_id!r} is not an addon id")
             parse_range(spec)
         return requires
+
+    @model_validator(mode="after")
+    def _provider_has_a_page(self) -> AddonManifest:
+        if (self.provider is None) != (self.start_url is None):
+            raise ValueError("provider and startUrl go together: a provider needs its start page")
+        return self
 
     @field_validator("js")
     @classmethod

@@ -32,6 +32,7 @@ from addons.bundle import Bundle, PartSource, build_bundle
 from addons.manifest import CHANNELS, AddonManifest, parse_range, validate_manifest
 from addons.match import matches_any
 from semantest.errors import AddonNotFound, ValidationError
+from semantest.providers import ProviderInfo
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,14 @@ class Registry:
         """Every known version of every addon."""
         return {k: dict(v) for k, v in self._known.items()}
 
+    def providers(self) -> list[ProviderInfo]:
+        """The providers the stable channel's addons drive (their manifests name them)."""
+        return [
+            ProviderInfo(m.provider, start_url=m.start_url, addon=m.id)
+            for m in (s.manifest for s in self.current("stable"))
+            if m.provider is not None
+        ]
+
     def bundle(self, sha256: str) -> Bundle | None:
         """A bundle by its content hash."""
         return self._by_hash.get(sha256)
@@ -309,6 +318,15 @@ class Registry:
 def load_folder(root: Path) -> list[AddonVersion]:
     """Every addon folder under `root`."""
     return [load_addon(p.parent) for p in sorted(root.glob("*/addon.json"))]
+
+
+def folder_providers(root: Path) -> list[ProviderInfo]:
+    """The providers the addon folders under `root` drive (what an agent knows at start)."""
+    return [
+        ProviderInfo(v.manifest.provider, start_url=v.manifest.start_url, addon=v.id)
+        for v in load_folder(root)
+        if v.manifest.provider is not None
+    ]
 
 
 def describe(served: Served, channel: str = "stable") -> dict[str, Any]:

@@ -21,6 +21,8 @@ import psutil
 from playwright.async_api import Playwright
 from redis.asyncio import Redis
 
+from addons import ADDONS_DIR
+from addons.registry import folder_providers
 from agents import cancels, chat_tabs
 from agents.attempt import SLOT_OPEN_TIMEOUT_S, Attempt, Outcome
 from agents.browser import ExtensionBrowser, launch
@@ -29,7 +31,7 @@ from agents.slots import Slot
 from browser_profiles.budget import AccountBudget
 from browser_profiles.profiles import OpenProfile, open_agent_profile
 from extension_bridge.server import BridgeServer
-from semantest import attempts, keys
+from semantest import attempts, keys, providers
 from semantest.config import Settings
 from semantest.errors import RetryableFailure
 from semantest.fleet import AddonInUse, AgentHeartbeat, AgentState, SlotState
@@ -72,6 +74,7 @@ class AgentRuntime:
         self.storage = storage_from_settings(settings)
         if isinstance(self.storage, LocalStorage):
             self.storage.sweep_partial()  # what agents killed mid-write left
+        providers.install(folder_providers(ADDONS_DIR))  # start URLs are the manifests' data
         account = agent_id  # one profile per agent; its login is the account
         self.slots = [
             Slot(
@@ -79,7 +82,7 @@ class AgentRuntime:
                 name=f"{agent_id}/{i}",
                 provider=provider,
                 account=account,
-                start_url=f"{settings.sandbox_url}/chat",
+                start_url=providers.start_url(provider, settings),
             )
             for i in range(settings.slots)
         ]

@@ -19,7 +19,7 @@ from semantest.models import (
     CamelModel,
     JobOptions,
     Prompt,
-    Provider,
+    ProviderName,
     WebhookTarget,
     _webhook_target,
 )
@@ -52,7 +52,7 @@ class ChatMessageRequest(CamelModel):
 class ChatRequest(ChatMessageRequest):
     """Body of `POST /api/v1/chat/new`: a new chat and its first message."""
 
-    provider: Provider
+    provider: ProviderName
     #: Posted to when each of the chat's messages ends (its job's final record).
     webhook: WebhookTarget | None = None
 

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     idempotency_ttl_s: Annotated[int, Field(ge=60)] = 24 * 3600
     #: Days audit entries are kept in Redis (the JSON lines file is rotated by the operator).
     audit_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    #: Start URLs by provider, overriding the addon manifest's `startUrl` (JSON object), e.g.
+    #: `{"chatgpt": "http://127.0.0.1:8001/replicas/chatgpt/"}` to point slots at a replica.
+    provider_urls: dict[str, str] = Field(default_factory=dict)
+    #: Failure evidence (screenshot, DOM, console log, addon state) of a job is deleted this
+    #: many hours after it was kept (the controller's sweeper; 0 keeps it forever).
+    artifact_retention_h: Annotated[int, Field(ge=0, le=24 * 3650)] = 7 * 24
+    #: Seconds between two canary jobs per provider (0: no canaries).
+    canary_interval_s: Annotated[int, Field(ge=0, le=24 * 3600)] = 300
+    #: Failed canaries in a row that mark a provider degraded.
+    canary_failures: Annotated[int, Field(ge=1, le=100)] = 1
+    #: Longest wait a provider's rate-limit notice may impose on a retry (seconds).
+    rate_limit_max_wait_s: Annotated[int, Field(ge=0, le=24 * 3600)] = 600
     #: Largest image an agent accepts from a provider page.
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     #: Where images are stored: `local` (files under <data>/images) or `s3` (boto3; credentials

@@ -16,18 +16,79 @@ import uuid
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from semantest import providers
 
 
 class Provider(str, Enum):
-    """Providers this build can drive (an addon each); the API rejects anything else with 422."""
+    """Well-known provider names, for SDK callers' convenience.
+
+    Which providers a deployment accepts is data (`semantest.providers`: the addon registry's
+    manifests and the API providers); the API validates against that, not against this enum.
+    """
 
     SANDBOX = "sandbox"
 
 
-#: The provider names, in declaration order.
-KNOWN_PROVIDERS = tuple(p.value for p in Provider)
+#: The provider every build has; the live list is `semantest.providers.names()`.
+KNOWN_PROVIDERS = (providers.DEFAULT_PROVIDER,)
+
+
+class _ProviderEnumSchema:
+    """Shows the known providers as the schema's enum, read when the schema is generated."""
+
+    def __init__(self, choice: bool = False) -> None:
+        self.choice = choice
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        names = list(providers.names())
+        one: JsonSchemaValue = {"type": "string", "enum": names}
+        if not self.choice:
+            return one
+        return {
+            "anyOf": [
+                {"type": "string", "enum": [*names, providers.AUTO]},
+                {"type": "array", "items": one, "minItems": 1, "maxItems": 10},
+            ],
+            "description": "A provider, `auto` (any healthy one with capacity), or a list in "
+            "order of preference (a retryable failure fails over to the next).",
+        }
+
+
+#: A known provider's name (422 naming the known ones otherwise).
+ProviderName = Annotated[str, AfterValidator(providers.check), _ProviderEnumSchema()]
+
+
+def _choice(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, str):
+        return value if value == providers.AUTO else providers.check(value)
+    if not 1 <= len(value) <= 10:
+        raise ValueError("a list of providers holds 1 to 10 names")
+    for name in value:
+        providers.check(name)
+    return value
+
+
+#: What a job may ask for: one provider, `"auto"` (any healthy one with capacity), or a list
+#: in order of preference (the first healthy one with capacity; a retryable failure fails
+#: over to the next).
+ProviderChoice = Annotated[
+    str | list[str], AfterValidator(_choice), _ProviderEnumSchema(choice=True)
+]
 
 
 class JobStatus(str, Enum):
@@ -187,7 +248,7 @@ class GenerateRequest(CamelModel):
     """Body of `POST /api/v1/images/generate`."""
 
     prompt: Prompt
-    provider: Provider = Provider.SANDBOX
+    provider: ProviderChoice = providers.DEFAULT_PROVIDER
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
     #: Posted to when the job ends (`job.succeeded`, `job.failed`, `job.canceled`).
@@ -227,12 +288,28 @@ class JobError(CamelModel):
     retryable: bool = False
 
 
+class AttemptEntry(CamelModel):
+    """One ended attempt of a job: where it ran, how it failed, and its evidence."""
+
+    attempt: int
+    provider: str
+    agent: str | None = None
+    error: JobError | None = None
+    #: Evidence names (`screenshot`, `dom`, `console`, `state`) → where the API serves them.
+    evidence: dict[str, str] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time, description=EPOCH)
+
+
 class JobRecord(CamelModel):
     """The job as stored in Redis and returned by `GET /api/v1/images/status/{jobId}`."""
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     tenant: str
+    #: The provider the job runs (or ran last) on.
     provider: str
+    #: For `provider: "auto"` or a list: every candidate in order of preference; a retryable
+    #: failure fails over to the next one not tried (empty: this provider only).
+    providers: list[str] = Field(default_factory=list)
     prompt: str
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
@@ -253,7 +330,11 @@ class JobRecord(CamelModel):
     #: The job's own webhook target (a batch's is in the batch; else the tenant's default).
     webhook: WebhookTarget | None = None
     idempotency_key: str | None = None
+    #: The last failed attempt's evidence: name → where the API serves it (the record stores
+    #: `<attempt>/<file>`; `GET /api/v1/jobs/{jobId}/artifacts` lists every attempt's).
     artifacts: dict[str, str] = Field(default_factory=dict)
+    #: Every ended attempt that failed: provider, agent, error and evidence.
+    attempt_history: list[AttemptEntry] = Field(default_factory=list)
     #: Answered from the result cache: no browser ran this job.
     cached: bool = False
     #: In a batch, the job whose run answers this one too (same prompt, provider and options).
@@ -292,7 +373,7 @@ class BatchItem(CamelModel):
     """One prompt of a batch, with its own provider and options (the batch's are defaults)."""
 
     prompt: Prompt
-    provider: Provider | None = None
+    provider: ProviderChoice | None = None
     options: JobOptions | None = None
 
 
@@ -300,7 +381,7 @@ class BatchRequest(CamelModel):
     """Body of `POST /api/v1/images/batch`: 1-100 prompts, each a string or a `BatchItem`."""
 
     prompts: Annotated[list[Prompt | BatchItem], Field(min_length=1, max_length=100)]
-    provider: Provider = Provider.SANDBOX
+    provider: ProviderChoice = providers.DEFAULT_PROVIDER
     options: JobOptions = Field(default_factory=JobOptions)
     priority: Priority = Priority.NORMAL
     #: Posted to when each job ends and when the whole batch has (`batch.completed`).

@@ -26,6 +26,7 @@ from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.routes import addon_domains, addon_publish
 from controller.routes.addon_domains import check_domain
 from controller.state import AppState, State
+from semantest import providers
 from semantest.errors import AddonNotFound, ValidationError
 from semantest.metrics import ADDON_REQUESTS
 from semantest.plans import Endpoint
@@ -40,6 +41,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     def rebuilt(registry: Any) -> None:
         state.registry = registry
         app.state.addon_prebuilt = Prebuilt(registry)
+        providers.install(registry.providers())  # a new provider is accepted at once...
+        app.openapi_schema = None  # ...and /openapi.json lists it
 
     catalog.on_change(rebuilt)
     rebuilt(catalog.registry)

@@ -19,7 +19,7 @@ from controller.records import present_all
 from controller.routes.webhooks import check_webhook
 from controller.state import AppState, State
 from controller.submission import Idempotency, IdempotencyKey
-from semantest import keys
+from semantest import keys, routing
 from semantest.errors import Conflict, NotFound
 from semantest.models import (
     BatchAccepted,
@@ -42,7 +42,8 @@ async def _submit(
     records = [
         JobRecord(
             tenant=caller.tenant,
-            provider=(item.provider or body.provider).value,
+            provider=(wanted := routing.candidates(item.provider or body.provider))[0],
+            providers=wanted if len(wanted) > 1 else [],
             prompt=item.prompt,
             options=item.options or body.options,
             priority=body.priority,

@@ -98,7 +98,7 @@ async def new_chat(
     check_webhook(body.webhook, state.settings)
     record = JobRecord(
         tenant=caller.tenant,
-        provider=body.provider.value,
+        provider=body.provider,
         prompt=body.message,
         options=JobOptions.model_validate(body.options.model_dump()),
         chat_id=uuid.uuid4().hex,

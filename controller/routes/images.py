@@ -14,6 +14,7 @@ from controller.records import present
 from controller.routes.webhooks import check_webhook
 from controller.state import State
 from controller.submission import Idempotency, IdempotencyKey, status_url
+from semantest import routing
 from semantest.errors import ImageNotFound, JobNotFound
 from semantest.models import GenerateAccepted, GenerateRequest, JobRecord
 from semantest.plans import Endpoint
@@ -46,7 +47,8 @@ async def generate(
     check_webhook(body.webhook, state.settings)
     record = JobRecord(
         tenant=caller.tenant,
-        provider=body.provider.value,
+        provider=(wanted := routing.candidates(body.provider))[0],
+        providers=wanted if len(wanted) > 1 else [],
         prompt=body.prompt,
         options=body.options,
         priority=body.priority,
