@@ -43,11 +43,11 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from semantest import attempts, keys
+from semantest import attempts, keys, providers
 from semantest.config import Settings
 from semantest.fleet import heartbeat_records, text
 from semantest.jobstore import JobStore, TerminalRecord
-from semantest.models import KNOWN_PROVIDERS, JobRecord, JobStatus, Priority
+from semantest.models import JobRecord, JobStatus, Priority
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,11 @@ class Reaper:
         self.settings = settings
         self.jobs = JobStore(redis)
         self._token = secrets.token_hex(8)
-        self.queue_names = [
-            keys.queue_name(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority
-        ]
+
+    @property
+    def queue_names(self) -> list[str]:
+        """Every provider's lanes (the providers known now: a publish can add one)."""
+        return [keys.queue_name(p, lane.value) for p in providers.names() for lane in Priority]
 
     async def reap(self) -> list[Reaped]:
         """One pass over every provider queue's started registry."""
