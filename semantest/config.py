@@ -218,6 +218,22 @@ class Settings(BaseSettings):
     webhook_backoff_s: Annotated[int, Field(ge=1, le=3600)] = 10
     #: Seconds one delivery attempt may take in all (resolve, connect, send, answer, redirects).
     webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    #: Image API keys for the whole fleet (a tenant's own key in `provider_keys` wins). In a
+    #: cluster they come from a Secret through the environment (docs/providers.md).
+    openai_api_key: SecretStr | None = None
+    stability_api_key: SecretStr | None = None
+    #: Per-tenant image API keys, JSON: `{"openai": {"acme": "sk-..."}}`.
+    provider_keys: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
+    #: Where the image APIs are (a stand-in's address in tests: `sandbox/standins`).
+    openai_base_url: str = "https://api.openai.com"
+    stability_base_url: str = "https://api.stability.ai"
+    #: OpenAI's image model when a job names none (`options.model`).
+    openai_model: str = "gpt-image-1"
+    #: Proxy every agent browser's page traffic (and image downloads) goes through, e.g.
+    #: `http://proxy:3128`; loopback is never proxied. Tests point it at the replicas' proxy.
+    browser_proxy: str | None = None
+    #: Accept any TLS certificate in agent browsers: only for replicas with a test certificate.
+    browser_ignore_https_errors: bool = False
     log_level: str = "INFO"
     #: Log lines on stdout: `json` (one object a line, for log pipelines) or `text`.
     log_format: Literal["json", "text"] = "json"

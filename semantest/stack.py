@@ -140,6 +140,19 @@ class Child:
             return "(no log)"
 
 
+def _holds_secret(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_secret(v) for v in value.values())
+    return isinstance(value, SecretStr)
+
+
+def _revealed(value: object) -> object:
+    """`value` with every `SecretStr` in it (nested in dicts too) as its text."""
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 @dataclass
 class Stack:
     """The local deployment; use as a context manager or call start()/stop()."""
@@ -185,8 +198,8 @@ class Stack:
         env = dict(os.environ)
         values = self.settings.model_dump(mode="json", exclude={"admin_key"})
         for name, value in self.settings:
-            if isinstance(value, SecretStr) and name in values:  # dumped as "**********"
-                values[name] = value.get_secret_value()
+            if name in values and _holds_secret(value):  # dumped as "**********"
+                values[name] = _revealed(value)
         values["data_dir"] = str(self.settings.data_dir.resolve())
         for name, value in values.items():
             if value is None:
