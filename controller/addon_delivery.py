@@ -8,16 +8,20 @@ bundle per snapshot (`Headers`). Pinned answers (`?version=`, content-addressed 
 are `Cache-Control: public, max-age=31536000, immutable`; the rest `no-cache` (revalidate).
 
 `AddonFastPath` sits in front of the app's whole middleware stack (`install`), so a hit costs
-a dictionary lookup and two `send`s: no request id, no HTTP metrics, no audit (GETs are never
-audited). It answers `GET|HEAD /api/v1/addons`, `/api/v1/addons/{id}` (with or without
-`version=`/`channel=`) and `/api/v1/addons/bundles/{sha256}.js` when the addon routes are
-public; with rate limits on it runs the same check the routes run (`controller.ratelimit`),
-and it hands anything else (a key needed, unknown ids, a refused request, odd queries) to the
-full app, which answers the same way or with the error envelope.
+a dictionary lookup and two `send`s: it adds the `X-Request-ID` every answer carries itself,
+and skips the HTTP timing middleware and the audit trail (GETs are never audited); addon hits
+and 304s are counted by `semantest_addon_requests_total`. It answers `GET|HEAD
+/api/v1/addons`, `/api/v1/addons/{id}` (with or without `version=`/`channel=`) and
+`/api/v1/addons/bundles/{sha256}.js` when the addon routes are public; with rate limits on it
+runs the same check the routes run (`controller.ratelimit`), and it hands anything else (a key
+needed, unknown ids, a refused request, odd queries) to the full app, which answers the same
+way or with the error envelope.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -41,6 +45,7 @@ JS = b"text/javascript; charset=utf-8"
 JSON = b"application/json"
 PREFIX = "/api/v1/addons"
 BUNDLES = PREFIX + "/bundles/"
+_RID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,9 @@ class Prebuilt:
 
 def lookup(prebuilt: Prebuilt, path: str, query: bytes) -> tuple[bytes, Headers] | None:
     """The prebuilt answer for an addon GET, or None when the full app should answer."""
-    params: dict[str, str] = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+    params: dict[str, str] = (
+        dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+    )
     if path == PREFIX:
         if set(params) - {"channel"}:
             return None
@@ -228,14 +235,23 @@ class AddonFastPath:
                 return
             limits = checked
         body, headers = found
-        status, out, payload = answer(dict(scope["headers"]), body, headers)
+        request_headers = dict(scope["headers"])
+        status, out, payload = answer(request_headers, body, headers)
         ADDON_REQUESTS.labels(addon_route(scope["path"]), str(status)).inc()
-        if limits:
-            out = [*out, *limits]
+        out = [*out, (b"x-request-id", _request_id(request_headers)), *limits]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else payload}
         )
+
+
+def _request_id(request_headers: Mapping[bytes, bytes]) -> bytes:
+    """The request's id, as `RequestContext` gives every other answer: a sane incoming
+    `X-Request-ID`, or a new one."""
+    incoming = request_headers.get(b"x-request-id")
+    if incoming is not None and _RID.match(incoming):
+        return incoming
+    return os.urandom(16).hex().encode()
 
 
 async def _rate_limit(scope: Scope, state: Any) -> list[tuple[bytes, bytes]] | None:

@@ -1,7 +1,8 @@
 """A tenant's addon domain allowlist: the pages `resolve` may answer bundles for.
 
-Stored as JSON at `semantest:addons:domains:<tenant>`. An entry is a host (`example.com`,
-exactly that host) or a host wildcard (`*.example.com`: the domain and every subdomain), with
+Stored as JSON at `semantest:addons:domains:<tenant>`. An entry is a host name (`example.com`,
+exactly that host; an IDN in its `xn--` form) or a wildcard (`*.example.com`: the domain and
+every subdomain), with
 the host semantics of Chrome's match patterns (`addons.match`). No list, or an empty one: every
 domain is allowed. A page outside a non-empty list: 403 `DOMAIN_NOT_ALLOWED`.
 """
@@ -18,12 +19,16 @@ from redis.asyncio import Redis
 from addons.match import MatchPattern, ParsedUrl, PatternError
 from controller.auth import AdminCaller, Caller, require
 from controller.openapi import responses, success
+from controller.routes.admin import SharedPathRoute
 from controller.state import State
 from semantest.errors import DomainNotAllowed
 
-router = APIRouter()
+#: `GET` and `PUT /addons/allowlist` share a path: a 405 names both.
+router = APIRouter(route_class=SharedPathRoute)
 
-Domain = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+#: A host name (ASCII; an IDN in its xn-- form), optionally `*.`-prefixed; no IP addresses.
+DOMAIN = r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+Domain = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DOMAIN)]
 
 
 def domains_key(tenant: str) -> str:
@@ -48,8 +53,6 @@ class Allowlist(BaseModel):
                 MatchPattern.parse(f"*://{domain}/*")
             except PatternError:
                 raise ValueError(f"{domain!r} is not a host or *.host") from None
-            if domain == "*":
-                raise ValueError("'*' would allow every domain: send an empty list instead")
         return domains
 
 

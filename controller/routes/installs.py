@@ -35,7 +35,7 @@ Short = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 class AddonRun(BaseModel):
     """One addon an install has registered."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: Short
     version: Short
@@ -45,7 +45,7 @@ class AddonRun(BaseModel):
 class Refusal(BaseModel):
     """A bundle the install refused (its SRI did not match), or another sync problem."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: Short
     version: Annotated[str, StringConstraints(max_length=128)] | None = None
@@ -58,6 +58,7 @@ class Heartbeat(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         populate_by_name=True,
         json_schema_extra={
             "example": {

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 DOCUMENT: dict[str, Any] = create_app(Settings()).openapi()
-#: Every check on, as `--checks all`, with one stated exception: `GET /api/v1/jobs` refuses a
+#: Every check on, as `--checks all`, with stated exceptions: `GET /api/v1/jobs` refuses a
 #: `cursor` it did not issue (422 VALIDATION_ERROR, field `cursor`), and no schema can say which
 #: strings the server issued, so a well-formed but foreign cursor may be refused there.
 CONFIG = SchemathesisConfig.from_dict(
@@ -57,6 +57,24 @@ CONFIG = SchemathesisConfig.from_dict(
                     }
                 },
             },
+            # Publishing: a manifest must agree with the URL's id and version, list exactly the
+            # files sent, parse as JavaScript and name dependencies that exist; `resolve` needs
+            # an absolute URL. No schema can say those, so a schema-valid body may be a 422.
+            *(
+                {
+                    "include-path": path,
+                    "include-method": method,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "3xx", 401, 403, 404, 409, 422, 429, "5xx"]
+                        }
+                    },
+                }
+                for path, method in (
+                    ("/api/v1/addons/{addon_id}/versions/{version}", "PUT"),
+                    ("/api/v1/addons/resolve", "GET"),
+                )
+            ),
         ]
     }
 )
