@@ -8,7 +8,8 @@ same Pillow (and so renders the same PNG bytes), the same RQ and the same Playwr
 suite. The closure is read from the installed distributions' metadata, starting at the
 `[project] dependencies` of `semantest` (extras such as `uvicorn[standard]` followed, markers
 evaluated for the images' Python, Debian bookworm's 3.11.2). The controller image
-leaves out Playwright and what only Playwright needs: it never drives a browser.
+leaves out Playwright and what only Playwright needs: it never drives a browser. Neither
+image carries pytest-playwright (the base of the pytest plugin `semantest.testing`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from packaging.utils import canonicalize_name
 HERE = Path(__file__).resolve().parent
 #: Roots the controller image does without (the controller never imports Playwright).
 AGENT_ONLY = {"playwright"}
+#: Roots neither image needs: the pytest plugin's base (containers run no tests).
+TEST_ONLY = {"pytest-playwright"}
 #: The images' interpreter: Debian bookworm's python3. Markers are evaluated for it, not for
 #: the venv's (redis, for one, needs async-timeout below 3.11.3).
 IMAGE_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.2"}
@@ -70,6 +73,7 @@ def project_roots() -> list[Requirement]:
     with (HERE.parent / "pyproject.toml").open("rb") as f:
         requires = tomllib.load(f)["project"]["dependencies"]
     roots = [Requirement(text) for text in requires]
+    roots = [r for r in roots if canonicalize_name(r.name) not in TEST_ONLY]
     return [
         r for r in roots if r.marker is None or r.marker.evaluate({"extra": "", **IMAGE_PYTHON})
     ]

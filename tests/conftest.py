@@ -7,6 +7,7 @@ they do not see each other's data.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
@@ -25,6 +26,11 @@ from semantest.config import Settings
 from semantest.stack import free_port, redis_server_argv
 
 ADMIN_KEY = "sk_test_" + "k" * 24
+
+#: tests/containers runs the built images with a Docker engine: its own suite, `make
+#: test-containers` (which sets SEMANTEST_TEST_CONTAINERS=1). `make test` needs no engine, so it
+#: does not collect that folder at all (rather than skipping it).
+collect_ignore = [] if os.environ.get("SEMANTEST_TEST_CONTAINERS") == "1" else ["containers"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """pytest plugin `semantest.testing`: end-to-end tests of an MV3 extension and its addons in
 real Chromium, on top of pytest-playwright.
 
-Registered through the `pytest11` entry point: `pip install 'semantest[testing]'` is enough.
+Registered through the `pytest11` entry point: `pip install semantest` is enough.
 Layering, as in pytest-playwright: the browser, its extension, the addon server and the bridge
 live for the session; pages live for one test. Every fixture can be overridden in a
 `conftest.py`.
@@ -104,7 +104,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(
                 "semantest.testing's browser fixtures stand on pytest-playwright, which is not "
                 f"installed or is disabled (-p no:playwright); {wanted[0]} needs them. "
-                "Install it: pip install 'semantest[testing]'"
+                "Enable it, or install it: pip install pytest-playwright"
             )
     if not config.pluginmanager.has_plugin("asyncio"):
         return

@@ -29,11 +29,6 @@ from sandbox.render import render_png
 from semantest.demo import DEFAULT_PROMPTS
 from semantest.stack import free_port
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SEMANTEST_TEST_CONTAINERS") != "1",
-    reason="runs the images with a Docker engine: make test-containers",
-)
-
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
 AGENTS = 2

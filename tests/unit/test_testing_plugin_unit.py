@@ -107,6 +107,6 @@ def test_without_pytest_playwright_browser_tests_are_refused_with_the_fix(
     (line,) = [x for x in refused.stderr.lines if "pytest-playwright" in x]
     assert "browser fixtures stand on pytest-playwright" in line
     assert "test_page.py::test_page needs them" in line
-    assert line.endswith("pip install 'semantest[testing]'")
+    assert line.endswith("pip install pytest-playwright")
     plain = pytester.runpytest("-p", "no:playwright", "--collect-only", "-q", "test_plain.py")
     assert plain.ret == pytest.ExitCode.OK
