@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from semantest import __version__
+from semantest.cli_addons import app as addons_app
 from semantest.cli_jobs import register as register_job_commands
 from semantest.cli_keys import app as keys_app
 from semantest.cli_watch import watch
@@ -277,6 +278,8 @@ app.command(short_help="Print a job's or a batch's events as they happen, until 
 )  # semantest/cli_watch.py
 # keys create | list | revoke (semantest/cli_keys.py)
 app.add_typer(keys_app, name="keys")
+# addons list | publish DIR | promote | rollback (semantest/cli_addons.py)
+app.add_typer(addons_app, name="addons")
 
 if __name__ == "__main__":
     app()
