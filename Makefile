@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: setup system demo test lint bench bench-submit bench-addons bench-fleet bench-chaos up clean \
 	images docker-base docker-lock test-containers
 
-setup: system $(STAMP)
+setup: system $(STAMP) $(NODE_STAMP)
 
-# System packages, only when missing (a second run costs four `command -v` and one import).
+# System packages, only when missing (a second run costs a few `command -v` and one import).
 # wrk and hey are the load generators of bench/submit.py (and its test); docker-compose
 # validates docker/compose.yaml in the suite (no Docker engine needed for that).
 # Debian's own python3 can only make a venv with python3-venv installed.
@@ -21,6 +22,7 @@ system:
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v hey >/dev/null 2>&1 || missing="$$missing hey"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	test -x $(PY) || $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (apt-get)"; \
@@ -28,6 +30,11 @@ system:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+
+# eslint for the extension's and the addons' JavaScript (npm: package.json), when it changes.
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --silent
+	@touch $(NODE_STAMP)
 
 # The venv is rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -47,6 +54,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	node_modules/.bin/eslint extension_bridge/extension addons
 
 test: lint
 	$(VENV)/bin/pytest
