@@ -47,6 +47,8 @@ from semantest import tracing  # noqa: E402
 from semantest.logs import configure_logging  # noqa: E402
 from semantest.stack import die_with_parent  # noqa: E402
 
+#: granian's loggers (its server and its access log).
+GRANIAN_LOGGERS = ("_granian", "granian.access")
 #: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
 
@@ -77,6 +79,10 @@ def main() -> None:
         backlog=BACKLOG,
         respawn_failed_workers=True,
         log_level=LogLevels.warning,
+        # granian's own lines go through our handler too: JSON like every other line
+        log_dictconfig={
+            "loggers": {name: {"handlers": [], "propagate": True} for name in GRANIAN_LOGGERS}
+        },
     ).serve()
 
 
