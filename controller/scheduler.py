@@ -21,27 +21,36 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.scheduler import RQScheduler
 
-from semantest import keys
+from semantest import keys, providers
 from semantest.config import Settings
 from semantest.leases import Reaper
-from semantest.models import KNOWN_PROVIDERS, Priority
+from semantest.models import Priority
 
 log = logging.getLogger(__name__)
 
 
 class RetryScheduler:
-    """Enqueue due scheduled jobs of every provider queue, every `interval` seconds."""
+    """Enqueue due scheduled jobs of every known provider's queues, every `interval` seconds."""
 
     def __init__(self, redis: Redis, interval: int = 1, reaper: Reaper | None = None) -> None:
-        queues = [keys.queue_name(p, prio.value) for p in KNOWN_PROVIDERS for prio in Priority]
-        # An int: RQ sends `interval + 60` to Redis as a lock TTL, which must be integral.
-        self._scheduler = RQScheduler(queues, connection=redis, interval=interval)
+        self._redis = redis
         self._interval = interval
+        self._providers = providers.names()
+        self._scheduler = self._new_scheduler()
         self._reaper = reaper
         self._task: asyncio.Task[None] | None = None
 
+    def _new_scheduler(self) -> RQScheduler:
+        queues = [keys.queue_name(p, lane.value) for p in self._providers for lane in Priority]
+        # An int: RQ sends `interval + 60` to Redis as a lock TTL, which must be integral.
+        return RQScheduler(queues, connection=self._redis, interval=self._interval)
+
     def tick(self) -> None:
         """One pass: hold (or take) the queue locks, then move due jobs back to their queues."""
+        if providers.names() != self._providers:  # a publish added a provider: its queues too
+            self._scheduler.release_locks()  # type: ignore[no-untyped-call]
+            self._providers = providers.names()
+            self._scheduler = self._new_scheduler()
         # RQ's scheduler methods carry no annotations, hence the ignores.
         if not self._scheduler.acquired_locks or self._scheduler.should_reacquire_locks:
             self._scheduler.acquire_locks()  # type: ignore[no-untyped-call]
