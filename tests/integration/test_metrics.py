@@ -238,6 +238,9 @@ def test_two_granian_workers_are_summed_whoever_answers(settings: Settings, tmp_
         proc.terminate()
         proc.wait(20)
         log.close()
+    # the main process, its workers and granian itself log JSON lines only
+    lines = (tmp_path / "controller.log").read_text().splitlines()
+    assert lines and all(json.loads(line)["role"] == "controller" for line in lines)
 
 
 def test_rate_limit_rejections_by_endpoint_and_plan(settings: Settings) -> None:
