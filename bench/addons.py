@@ -95,6 +95,12 @@ def start_nginx(tmp: Path, body: bytes, workers: int) -> tuple[subprocess.Popen[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=8, help="each wrk run (8)")
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="keep rate limits on (every GET takes from Redis; the anonymous addon bucket is "
+        "raised so that wrk is never refused)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: make setup (apt-get install wrk)")
@@ -105,7 +111,8 @@ def main() -> int:
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
         f"at start, {datetime.datetime.now().isoformat(timespec='seconds')}; controller: granian, "
-        f"{workers} worker process(es), rate limits off; nginx: {workers} worker process(es)"
+        f"{workers} worker process(es), rate limits {'on' if args.rate_limits else 'off'}; "
+        f"nginx: {workers} worker process(es)"
     )
     with tempfile.TemporaryDirectory(prefix="semantest-addons-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -115,10 +122,22 @@ def main() -> int:
                 "data_dir": tmp / "data",
                 "port": free_port(),
                 "sandbox_port": free_port(),
-                "rate_limits": False,
+                "rate_limits": args.rate_limits,
                 "log_level": "WARNING",
             }
         )
+        if args.rate_limits:  # wrk's one address must never be refused: raise its bucket
+            settings = settings.model_copy(
+                update={
+                    "rate_limit_plans": Settings.model_validate(
+                        {
+                            "rate_limit_plans": {
+                                "standard": {"endpoints": {"addons": {"count": 10**7}}}
+                            }
+                        }
+                    ).rate_limit_plans
+                }
+            )
         with Stack(settings, agents=0, persist_redis=False) as stack:
             ours = stack.url + PATH
             first = httpx.get(ours)
