@@ -22,11 +22,11 @@ from addons.registry import AddonVersion, Registry, describe
 from addons.store import Catalog
 from controller.auth import AddonsPublish, Caller, require
 from controller.openapi import responses, success
-from controller.ratelimit import RateLimit
+from controller.ratelimit import LimitedRoute, RateLimit
 from semantest.errors import ValidationError
 from semantest.plans import Endpoint
 
-router = APIRouter()
+router = APIRouter(route_class=LimitedRoute)
 
 AddonId = Annotated[str, Path(pattern=ADDON_ID, max_length=64)]
 Version = Annotated[str, Path(min_length=1, max_length=64)]

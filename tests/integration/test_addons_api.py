@@ -42,7 +42,8 @@ def test_unknown_addon_and_version_are_404(anon: httpx.Client) -> None:
         reply = anon.get(url)
         assert reply.status_code == 404
         assert reply.json()["error"]["code"] == "ADDON_NOT_FOUND"
-    version = anon.get("/api/v1/addons").json()["addons"][0]["version"]
+    index = anon.get("/api/v1/addons").json()["addons"]
+    version = next(a["version"] for a in index if a["id"] == "sandbox")
     assert anon.get(f"/api/v1/addons/sandbox?version={version}").status_code == 200
 
 
