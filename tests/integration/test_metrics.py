@@ -202,6 +202,7 @@ def test_two_granian_workers_are_summed_whoever_answers(settings: Settings, tmp_
         "SEMANTEST_PORT": str(own.port),
         "SEMANTEST_DATA_DIR": str(tmp_path),
         "SEMANTEST_CONTROLLER_WORKERS": "2",
+        "SEMANTEST_LOG_LEVEL": "DEBUG",  # lines for sure, to check they are all JSON
     }
     log = (tmp_path / "controller.log").open("wb")
     proc = subprocess.Popen(
