@@ -136,13 +136,13 @@ def pages() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def hellos() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A bridge endpoint that records every `hello`."""
+    """A bridge endpoint that records every `hello` and `addon.ready`."""
     seen: list[dict[str, Any]] = []
 
     def handler(socket: ServerConnection) -> None:
         for raw in socket:
             message = json.loads(raw)
-            if message.get("type") == "hello":
+            if message.get("type") in ("hello", "addon.ready"):
                 seen.append(message)
 
     server = serve(handler, "127.0.0.1", free_port())
@@ -311,10 +311,52 @@ def test_a_stopped_service_worker_brings_scripts_and_bridge_back(
     before = len(hellos[1])
     stop_service_worker(browser["context"], browser["id"], 10)
     assert injected(browser["context"], pages) == "1.2.0"  # registered scripts outlive the worker
-    now = status(browser)  # starts it again, as an event would
-    assert {a["id"]: a["version"] for a in now["addons"]}.get(PROBE) == "1.2.0"
-    until(lambda: len(hellos[1]) > before, 10, "a new bridge hello after the restart")
-    assert any(a["id"] == PROBE for a in hellos[1][-1]["addons"])
+    until(  # status() starts it again, as an event would; its start-up sync fills the list
+        lambda: {a["id"]: a["version"] for a in status(browser)["addons"]}.get(PROBE) == "1.2.0",
+        10,
+        "the restarted worker lists 1.2.0",
+    )
+    until(lambda: any(m["type"] == "hello" for m in hellos[1][before:]), 10, "a new bridge hello")
+    hello = [m for m in hellos[1] if m["type"] == "hello"][-1]
+    assert any(a["id"] == PROBE for a in hello["addons"])
+
+
+def test_a_detect_state_that_throws_is_reported_as_an_error(
+    browser: dict[str, Any], api: httpx.Client, pages: str, hellos: tuple[str, list[dict[str, Any]]]
+) -> None:
+    driver = """SemantestAddon.define({
+  id: "thrower", version: "1.0.0",
+  detectState() { throw new Error("no composer on this page"); },
+  async submit() {}, async collect() { return []; },
+});
+"""
+    body = {
+        "manifest": {
+            "id": "thrower",
+            "name": "Thrower",
+            "version": "1.0.0",
+            "matches": ["http://127.0.0.1/thrower/*"],
+            "js": ["driver.js"],
+        },
+        "files": {"driver.js": driver},
+    }
+    assert api.put("/api/v1/addons/thrower/versions/1.0.0", json=body).status_code == 201
+    url = pages.replace("/probe/", "/thrower/")
+
+    def ready() -> list[dict[str, Any]]:
+        return [m for m in hellos[1] if m["type"] == "addon.ready" and m["addonId"] == "thrower"]
+
+    def loaded_and_reported() -> bool:
+        page = browser["context"].new_page()
+        try:
+            page.goto(url)
+            page.wait_for_timeout(300)
+        finally:
+            page.close()
+        return bool(ready())
+
+    until(loaded_and_reported, POLL_S + 8, "the thrower addon's addon.ready")
+    assert {m["state"] for m in ready()} == {"error"}
 
 
 def test_cached_addons_inject_after_a_browser_restart_with_the_controller_down(
