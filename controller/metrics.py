@@ -32,7 +32,7 @@ from controller.routes.fleet import live_agents
 from controller.state import State
 from semantest import keys
 from semantest.fleet import AgentHeartbeat, AgentState, SlotState
-from semantest.metrics import HTTP_DURATION, MULTIPROC_ENV, live_targets
+from semantest.metrics import HTTP_DURATION, MULTIPROC_ENV, live_targets, stale_fields
 from semantest.models import KNOWN_PROVIDERS, Priority
 
 router = APIRouter(include_in_schema=False)
@@ -116,12 +116,16 @@ async def targets(request: Request, state: State) -> list[dict[str, Any]]:
     """Every process serving its own `/metrics`, as Prometheus' `http_sd_configs` reads it."""
     await _allowed(request, state)
     raw = await state.redis.hgetall(keys.METRICS_TARGETS)
+    now = time.time()
+    stale = stale_fields(raw, now)
+    if stale:  # processes that ended (a restarted webhook worker has a new pid, so a new name)
+        await state.redis.hdel(keys.METRICS_TARGETS, *stale)
     return [
         {
             "targets": [t["target"]],
             "labels": {"job": f"semantest-{t['role']}", "role": t["role"], "name": t["instance"]},
         }
-        for t in live_targets(raw, time.time())
+        for t in live_targets(raw, now)
     ]
 
 

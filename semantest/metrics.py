@@ -202,6 +202,15 @@ def _publish(redis_url: str, target: dict[str, str]) -> None:
         time.sleep(TARGET_REFRESH_S)
 
 
+def stale_fields(raw: Mapping[Any, Any], now: float) -> list[Any]:
+    """The fields of `keys.METRICS_TARGETS` not refreshed within `TARGET_TTL_S` (gone)."""
+    return [
+        f
+        for f, value in raw.items()
+        if now - float(json.loads(value).get("seen", 0)) > TARGET_TTL_S
+    ]
+
+
 def live_targets(raw: Mapping[Any, Any], now: float) -> list[dict[str, str]]:
     """The targets of `keys.METRICS_TARGETS` seen within `TARGET_TTL_S`, by role and instance."""
     out = []

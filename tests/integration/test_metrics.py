@@ -183,6 +183,10 @@ def test_scrape_targets_in_http_sd_format_and_closed_when_not_public(
         "labels": {"job": "semantest-agent", "role": "agent", "name": "agent-t"},
     } in answer
     assert all(t["labels"]["name"] != "agent-old" for t in answer)
+    r = redis.Redis.from_url(settings.redis_url or "")
+    assert r.hexists(keys.METRICS_TARGETS, "agent/agent-t")
+    assert not r.hexists(keys.METRICS_TARGETS, "agent/agent-old")  # pruned by that read
+    r.close()
     closed = settings.model_copy(update={"metrics_public": False, "port": free_port()})
     with serve_controller(closed) as private:
         assert httpx.get(f"{private}/metrics").status_code == 401
