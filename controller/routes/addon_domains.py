@@ -27,7 +27,10 @@ from semantest.errors import DomainNotAllowed
 router = APIRouter(route_class=SharedPathRoute)
 
 #: A host name (ASCII; an IDN in its xn-- form), optionally `*.`-prefixed; no IP addresses.
-DOMAIN = r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+DOMAIN = (
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
 Domain = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DOMAIN)]
 
 
