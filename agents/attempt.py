@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Coroutine
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiofiles
 import aiofiles.os
+from playwright.async_api import ConsoleMessage, Page
 
 from agents import capture, chat_tabs
 from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, ChatTab, Slot
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLOT_OPEN_TIMEOUT_S = 30.0
+#: Console lines one attempt keeps as evidence (the first ones: what led to the failure).
+CONSOLE_LINES = 2000
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,12 @@ class Attempt:
         self.first_message: bool | None = None
         self.chat_tab: ChatTab | None = None
         self.turn: ChatTurn | None = None
+        #: What the evidence of a failed attempt keeps besides the page: its console and what
+        #: the addon last reported.
+        self.tab: int | None = None
+        self.console: list[str] = []
+        self.console_page: Page | None = None
+        self.last_progress: dict[str, Any] | None = None
 
     @property
     def follow_up(self) -> bool:
@@ -103,6 +113,12 @@ class Attempt:
         finally:
             if self.chat_tab is not None:
                 self.chat_tab.busy = False
+            if self.console_page is not None:
+                self.console_page.remove_listener("console", self._on_console)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if len(self.console) < CONSOLE_LINES:
+            self.console.append(f"{time.time():.3f} {message.type}: {message.text}")
 
     async def _run(self) -> Outcome:
         record, slot, deadline = self.record, self.slot, self.deadline
@@ -189,8 +205,14 @@ class Attempt:
             tab = self.chat_tab.tab_id
         else:
             tab = await slot.ready_tab(rt.browser.context, rt.bridge, open_within)
+        self.tab = tab
+        page = self.chat_tab.page if self.chat_tab is not None else slot.page
+        if page is not None:  # the console of this attempt, kept as evidence if it fails
+            page.on("console", self._on_console)
+            self.console_page = page
 
         async def on_progress(msg: JobProgress) -> None:
+            self.last_progress = msg.model_dump(mode="json", by_alias=True)
             stage = Stage(msg.stage) if msg.stage in Stage._value2member_map_ else Stage.WAITING
             try:
                 await self._progress(min(msg.progress, 89), stage)
@@ -213,7 +235,7 @@ class Attempt:
                 result = await rt.bridge.run_job(run, on_progress, left_ms / 1000 + 1)
         except JobFailure as failure:
             if failure.job_code in PARKING_CODES:  # the retry goes to another slot
-                slot.park(PARKING_CODES[failure.job_code])
+                slot.park(PARKING_CODES[failure.job_code], failure.retry_after_s)
                 await rt.beat()  # show the parked slot in /fleet now, not at the next beat
             elif failure.retryable and self.chat_tab is None:
                 slot.forget_tab()
@@ -265,7 +287,7 @@ class Attempt:
     async def _failed(self, failure: JobFailure) -> Outcome:
         """Record a failed attempt as the retry policy decides; the outcome tells RQ."""
         record, settings = self.record, self.runtime.settings
-        artifacts = await self._evidence()
+        artifacts = await self._evidence(failure)
         decided: list[attempts.Decision] = []
 
         # A follow-up's conversation is in this slot's tab only, and the provider may have seen
@@ -273,7 +295,7 @@ class Attempt:
         retryable = failure.retryable and not self.follow_up
 
         def fail(r: JobRecord) -> None:
-            decision = attempts.decide(r, retryable, settings)
+            decision = attempts.decide(r, retryable, settings, wait_s=failure.retry_after_s)
             attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
             decided.append(decision)
 
@@ -306,21 +328,43 @@ class Attempt:
         log.info("job %s given back: %s", record.id, reason)
         return Outcome("retry", record.id, delay_s=0)
 
-    async def _evidence(self) -> dict[str, str]:
-        """Screenshot and DOM of the slot's page (or chat tab), kept next to the images."""
+    async def _evidence(self, failure: JobFailure) -> dict[str, str]:
+        """Keep what shows why the attempt failed, next to the job's other attempts':
+        `artifacts/<jobId>/<attempt>/` holds the page's screenshot and DOM, the console
+        during the attempt and the addon's last reported state; the record names them
+        relative to the job's folder (`<attempt>/<file>`), the API serves them."""
         page = self.chat_tab.page if self.chat_tab is not None else self.slot.page
-        job_id = self.record.id
-        if self.record.chat_id is not None and self.chat_tab is None:
-            return {}  # failed before reaching its chat's tab: no page shows anything of it
-        if page is None or page.is_closed():
-            return {}
-        folder: Path = self.runtime.settings.data_dir / "artifacts" / job_id
+        record = self.record
+        if record.chat_id is not None and self.chat_tab is None:
+            page = None  # failed before reaching its chat's tab: no page shows anything of it
+        attempt = str(record.attempts)
+        folder: Path = self.runtime.settings.data_dir / "artifacts" / record.id / attempt
+        kept: dict[str, str] = {}
+        ready = self.runtime.bridge.state.tabs.get(self.tab) if self.tab is not None else None
+        state = {
+            "provider": record.provider,
+            "slot": self.slot.name,
+            "tab": self.tab,
+            "addon": ready.model_dump(mode="json", by_alias=True) if ready else None,
+            "lastProgress": self.last_progress,
+            "error": {"code": failure.job_code, "message": failure.message},
+            "retryAfterS": failure.retry_after_s,
+        }
         try:
             await aiofiles.os.makedirs(folder, exist_ok=True)
-            await page.screenshot(path=folder / "screenshot.png", timeout=5000)
-            async with aiofiles.open(folder / "dom.html", "w") as f:
-                await f.write(await asyncio.wait_for(page.content(), 5))
+            for name, file, text in (
+                ("state", "state.json", json.dumps(state, indent=2)),
+                ("console", "console.log", "\n".join(self.console) + "\n"),
+            ):
+                async with aiofiles.open(folder / file, "w") as f:
+                    await f.write(text)
+                kept[name] = f"{attempt}/{file}"
+            if page is not None and not page.is_closed():
+                await page.screenshot(path=folder / "screenshot.png", timeout=5000)
+                kept["screenshot"] = f"{attempt}/screenshot.png"
+                async with aiofiles.open(folder / "dom.html", "w") as f:
+                    await f.write(await asyncio.wait_for(page.content(), 5))
+                kept["dom"] = f"{attempt}/dom.html"
         except Exception as exc:
-            log.warning("could not keep evidence of %s: %s", job_id, exc)
-            return {}
-        return {"screenshot": str(folder / "screenshot.png"), "dom": str(folder / "dom.html")}
+            log.warning("could not keep all evidence of %s: %s", record.id, exc)
+        return kept

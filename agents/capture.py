@@ -26,7 +26,14 @@ async def fetch_bytes(
 ) -> tuple[bytes, str]:
     """The image's bytes and content type."""
     if image.data_url or image.url.startswith("data:"):
-        return decode_data_url(image.data_url or image.url)
+        url = image.data_url or image.url
+        # base64 holds 3 bytes per 4 characters: refuse before decoding what cannot fit.
+        if len(url) // 4 * 3 > max_bytes + 3 * 1024:
+            raise GenerationFailed(f"data: URL image is over the {max_bytes} byte limit")
+        data, content_type = decode_data_url(url)
+        if len(data) > max_bytes:
+            raise GenerationFailed(f"image is {len(data)} bytes, over the {max_bytes} limit")
+        return data, content_type
     try:
         response = await request.get(image.url, timeout=30_000, max_redirects=3)
     except Exception as exc:  # network errors surface as playwright.Error

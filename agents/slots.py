@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: looks again (seconds): someone must sign in; a provider's rate limit lasts a while.
 PARK_FOR_S = {"logged-out": 60.0, "rate-limited": 30.0, "busy": 5.0}
 #: Addon error codes that say the page (not the job) is unusable, and the state they mean.
-PARKING_CODES = {"LOGGED_OUT": "logged-out", "RATE_LIMITED": "rate-limited"}
+PARKING_CODES = {"PROVIDER_LOGGED_OUT": "logged-out", "PROVIDER_RATE_LIMITED": "rate-limited"}
 #: Under sustained load (never idle), a slot's page is reloaded after this many jobs: it frees
 #: the raster tiles that grow with the conversation (~12 MB per slot after 7 sandbox jobs); the
 #: next job waits for the reload, so it is rare. An idle slot tidies itself (`tidy`).
@@ -119,11 +119,13 @@ class Slot:
             jobs_done=self.jobs_done,
         )
 
-    def park(self, reason: str) -> None:
-        """Stop taking jobs for `PARK_FOR_S[reason]` (then the next open looks at the page)."""
+    def park(self, reason: str, for_s: float | None = None) -> None:
+        """Stop taking jobs for `for_s` (a rate-limit notice's wait) or `PARK_FOR_S[reason]`
+        (then the next open looks at the page)."""
         if self.parked_reason != reason:
             log.warning("slot %s parked: %s", self.name, reason)
-        self.parked_reason, self.parked_until = reason, time.monotonic() + PARK_FOR_S[reason]
+        wait = PARK_FOR_S[reason] if for_s is None else for_s
+        self.parked_reason, self.parked_until = reason, time.monotonic() + wait
         self.forget_tab()
 
     async def ready_tab(self, context: BrowserContext, bridge: BridgeServer, timeout: float) -> int:

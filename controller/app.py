@@ -16,6 +16,7 @@ from controller.middleware import RequestContext
 from controller.routes import (
     addons,
     admin,
+    artifacts,
     audit,
     batches,
     chat,
@@ -88,8 +89,8 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
         redoc_url=None,
     )
     api = APIRouter(prefix="/api/v1")
-    routers = (images, batches, jobs, chat, addons, installs, health, fleet, audit, admin, webhooks)
-    for module in routers:
+    routers = (images, batches, jobs, artifacts, chat, addons, installs, health, fleet, audit)
+    for module in (*routers, admin, webhooks):
         api.include_router(module.router)
     api.include_router(events.router)  # live progress: SSE and the WebSocket
     app.include_router(api)

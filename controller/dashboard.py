@@ -11,7 +11,7 @@ the `admin` scope:
 - `GET /api/v1/fleet`: agents and their slots (the fleet route itself);
 - `GET /dashboard/api/images/{tenant}/{name}`: a stored image of any tenant (thumbnails; the
   client API's image route answers only the caller's own tenant);
-- `GET /dashboard/api/evidence/{jobId}/{name}`: a failed attempt's screenshot or DOM;
+- `GET /dashboard/api/evidence/{jobId}/{attempt}/{name}`: a failed attempt's screenshot or DOM;
 - live progress of the jobs on the page over the WebSocket (`/api/v1/ws`), the summary
   re-read every `POLL_S` seconds for the rest.
 """
@@ -137,12 +137,14 @@ async def image(tenant: str, name: str, _caller: AdminCaller, state: State) -> R
     )
 
 
-@router.get("/dashboard/api/evidence/{job_id}/{name}")
-async def evidence(job_id: str, name: str, _caller: AdminCaller, state: State) -> FileResponse:
+@router.get("/dashboard/api/evidence/{job_id}/{attempt}/{name}")
+async def evidence(
+    job_id: str, attempt: str, name: str, _caller: AdminCaller, state: State
+) -> FileResponse:
     """A failed attempt's screenshot or DOM, kept where agents write them."""
     media = EVIDENCE.get(name)
-    path = state.settings.data_dir / "artifacts" / job_id / name
-    if media is None or not _JOB_ID.match(job_id) or not path.is_file():
+    path = state.settings.data_dir / "artifacts" / job_id / attempt / name
+    if media is None or not _JOB_ID.match(job_id) or not attempt.isdigit() or not path.is_file():
         raise NotFound(f"no evidence {name!r} of job {job_id!r}")
     return FileResponse(path, media_type=media)
 
@@ -177,10 +179,10 @@ def _job(record: JobRecord) -> dict[str, Any]:
             {"key": i.key, "url": f"/dashboard/api/images/{i.key}", "width": i.width}
             for i in record.images
         ],
-        "evidence": {
-            name: f"/dashboard/api/evidence/{record.id}/{file}"
-            for name, file in (("screenshot", "screenshot.png"), ("dom", "dom.html"))
-            if name in record.artifacts
+        "evidence": {  # the served record's URLs end in `/artifacts/<attempt>/<file>`
+            name: f"/dashboard/api/evidence/{record.id}/{url.rsplit('/artifacts/', 1)[-1]}"
+            for name, url in record.artifacts.items()
+            if name in ("screenshot", "dom")
         },
     }
 

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
+from semantest.errors import JobErrorCode
+
 PROTOCOL_VERSION: Literal[1] = 1
 
 
@@ -150,9 +152,12 @@ class JobErrorMessage(Message):
     type: Literal["job.error"] = "job.error"
     tab_id: int | None = None
     job_id: str
+    #: A job error code: one of `JobErrorCode` (the schema's `$defs.JobErrorCode`).
     code: str
     message: str
     retryable: bool = False
+    #: Seconds the provider asked to wait before trying again (a rate-limit notice's).
+    retry_after_s: Annotated[int, Field(ge=0, le=86_400)] | None = None
 
 
 AnyMessage = Annotated[
@@ -188,8 +193,18 @@ def dump(message: Message) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of every message, for the extension and for docs."""
-    return _adapter.json_schema(by_alias=True)
+    """The JSON Schema of every message, for the extension and for docs.
+
+    `$defs.JobErrorCode` is the kernel's list of job error codes (`semantest.errors`): the
+    names a `job.error`'s `code` uses, so the extension, addons and agents agree on them.
+    """
+    schema = _adapter.json_schema(by_alias=True)
+    schema.setdefault("$defs", {})["JobErrorCode"] = {
+        "type": "string",
+        "enum": [code.value for code in JobErrorCode],
+        "description": "Job error codes (semantest.errors.JobErrorCode).",
+    }
+    return schema
 
 
 if __name__ == "__main__":

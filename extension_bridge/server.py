@@ -183,7 +183,8 @@ class BridgeServer:
             case JobErrorMessage():
                 if (pending := self._pending.get(msg.job_id)) and not pending.done.done():
                     cls = RetryableFailure if msg.retryable else GenerationFailed
-                    pending.done.set_exception(cls(msg.message, msg.code))
+                    failure = cls(msg.message, msg.code, retry_after_s=msg.retry_after_s)
+                    pending.done.set_exception(failure)
             case _:
                 log.debug("ignoring %s from the extension", msg.type)
 

@@ -18,7 +18,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from sandbox.chat import Conversations, chat_reply, image_reply
+from sandbox.chat import (
+    LOGGED_OUT,
+    REFUSAL,
+    Behaviour,
+    Conversations,
+    FirstTimes,
+    behaviour,
+    chat_reply,
+    image_reply,
+    ratelimit_notice,
+)
 from sandbox.page import chat_page_html
 from sandbox.render import ImageSpec
 from sandbox.store import ImageStore
@@ -43,6 +53,8 @@ FAULT_MESSAGES = {
     "refusal": "This prompt may violate our content policy.",
     # "hang": no message — the reply starts streaming and never finishes
 }
+#: The `kind` of the stream's error line for each fault (the page marks the turn with it).
+FAULT_KINDS = {"server": "server", "ratelimit": "rate-limited", "refusal": "refused"}
 
 
 class FaultsIn(BaseModel):
@@ -71,14 +83,15 @@ class ConversationIn(BaseModel):
     style: Annotated[str | None, Field(max_length=100)] = None
     model: Annotated[str | None, Field(max_length=100)] = None
 
-    def images(self) -> list[ImageSpec]:
-        """The images this message asks for (none with ``image: false``)."""
+    def images(self, count: int | None = None) -> list[ImageSpec]:
+        """The images this message asks for (none with ``image: false``); ``count`` overrides
+        the page's setting (``[sandbox:images=n]``)."""
         if not self.image:
             return []
         width, height = (int(n) for n in (self.size or f"{IMAGE_SIZE}x{IMAGE_SIZE}").split("x"))
         return [
             ImageSpec(self.prompt, width, height, n, self.style or None, self.model or None)
-            for n in range(self.count)
+            for n in range(count or self.count)
         ]
 
 
@@ -111,6 +124,29 @@ def _ndjson(obj: dict[str, object]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _fault_line(kind: str) -> dict[str, object]:
+    """The error line of an injected fault (`hang` has none: the reply never finishes)."""
+    if kind == "hang":
+        return {"kind": "hang"}
+    return {"kind": FAULT_KINDS[kind], "message": FAULT_MESSAGES[kind]}
+
+
+def _token_line(asked: Behaviour, prompt: str, first_times: FirstTimes) -> dict[str, object] | None:
+    """The error line the prompt's tokens ask for, if any.
+
+    A rate-limit notice and a logout are shown the first time a prompt asks for them only, so
+    the job's retry (of the same prompt) passes, as it would once the real notice has passed.
+    """
+    if asked.refuse:
+        return {"kind": "refused", "message": REFUSAL}
+    if asked.ratelimit_s is not None and first_times.first("ratelimit", prompt):
+        wait = asked.ratelimit_s
+        return {"kind": "rate-limited", "message": ratelimit_notice(wait), "retryAfterS": wait}
+    if asked.logout and first_times.first("logout", prompt):
+        return {"kind": "logged-out", "message": LOGGED_OUT}
+    return None
+
+
 def _no_session() -> JSONResponse:
     return JSONResponse({"error": "no session"}, status_code=403)
 
@@ -141,6 +177,7 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
         raise ValueError(f"latency_ms must be >= 0, got {latency}")
     store = ImageStore()
     conversations = Conversations()
+    first_times = FirstTimes()
     faults: list[str] = []  # kinds of the next failing replies, oldest first
     app = FastAPI(title="Semantest sandbox provider", docs_url=None, redoc_url=None)
 
@@ -198,32 +235,38 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
             return _no_session()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        images = [(store.remember(spec), spec) for spec in body.images()]
+        asked = behaviour(body.prompt)
+        images = [(store.remember(spec), spec) for spec in body.images(asked.images)]
         if body.conversation_id is None:
             chunks = reply_chunks(body.prompt)
         else:
             turn = conversations.add(session, body.conversation_id, body.prompt)
             chunks = chunked(chat_reply(turn, body.image))
-        fault = faults.pop(0) if faults else None
+        error = _fault_line(faults.pop(0)) if faults else None
+        hang = error is not None and error["kind"] == "hang"
+        if error is None:
+            error, hang = _token_line(asked, body.prompt, first_times), asked.hang
+        took = latency if asked.slow_ms is None else asked.slow_ms
+        suffix = "?broken=1" if asked.broken else ""
 
         async def lines() -> AsyncIterator[bytes]:
             for n, chunk in enumerate(chunks, start=1):
-                if fault == "hang" and n == 2:
+                if hang and n == 2:
                     await asyncio.Event().wait()  # until the client goes away
-                if fault is not None and n == 2:
-                    yield _ndjson({"type": "error", "message": FAULT_MESSAGES[fault]})
+                if error is not None and n == 2:
+                    yield _ndjson({"type": "error", **error})
                     return
-                if latency:
+                if took:
                     # Sleep to a deadline rather than a fixed step so the total stays ≈ latency
                     # however long serialisation and sending take.
-                    deadline = started + latency / 1000 * n / len(chunks)
+                    deadline = started + took / 1000 * n / len(chunks)
                     await asyncio.sleep(max(0.0, deadline - loop.time()))
                 yield _ndjson({"type": "delta", "text": chunk})
             for key, spec in images:
                 yield _ndjson(
                     {
                         "type": "image",
-                        "url": f"/img/{key}.png",
+                        "url": f"/img/{key}.png{suffix}",
                         "width": spec.width,
                         "height": spec.height,
                     }
@@ -237,13 +280,19 @@ def create_app(latency_ms: int | None = None) -> FastAPI:
         )
 
     @app.get("/img/{image_id}.png", response_model=None)
-    def image(request: Request, image_id: str) -> Response:
-        """Serve a generated image to a session; 404 for ids this app never produced."""
+    def image(request: Request, image_id: str, broken: bool = False) -> Response:
+        """Serve a generated image to a session; 404 for ids this app never produced.
+
+        ``broken=1`` (``[sandbox:broken]``) serves the PNG's signature and zeros: a real 200
+        with an image type whose bytes do not decode, as a provider's broken image does.
+        """
         if not request.cookies.get(SESSION_COOKIE):
             return _no_session()
         data = store.png(image_id)
         if data is None:
             return JSONResponse({"error": "unknown image"}, status_code=404)
+        if broken:
+            data = data[:8] + bytes(256)
         return Response(
             data,
             media_type="image/png",

@@ -9,6 +9,7 @@ lets a test prove that a follow-up landed in the same conversation, in the same 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -68,3 +69,80 @@ class Conversations:
             while len(self._seen) > self._max:
                 self._seen.popitem(last=False)
         return Turn(count + 1, message, previous)
+
+
+#: Prompt tokens that switch on a provider behaviour for that prompt (README, "Make a job fail
+#: on purpose"): `[sandbox:refuse]`, `[sandbox:ratelimit]` (or `=<seconds>` to wait),
+#: `[sandbox:logout]`, `[sandbox:slow]` (or `=<ms>`), `[sandbox:images=<n>]`,
+#: `[sandbox:broken]`, `[sandbox:hang]`.
+TOKEN = re.compile(r"\[sandbox:(refuse|ratelimit|logout|slow|images|broken|hang)(?:=(\d{1,6}))?\]")
+#: How long a slow reply streams when `[sandbox:slow]` names no time (ms).
+SLOW_DEFAULT_MS = 3000
+#: The wait a rate-limit notice shows when `[sandbox:ratelimit]` names none (seconds).
+RATELIMIT_DEFAULT_S = 2
+#: Notices as the page shows them, worded as real providers word them.
+REFUSAL = "I can't create that image. This prompt may violate our content policy."
+LOGGED_OUT = "Your session has expired. Please log in again."
+
+
+def ratelimit_notice(wait_s: int) -> str:
+    """The rate-limit notice, naming its wait."""
+    return f"You've reached the image generation rate limit. Please try again in {wait_s} seconds."
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the tokens of one prompt ask the sandbox to do."""
+
+    refuse: bool = False
+    #: Seconds the rate-limit notice asks to wait (None: no notice).
+    ratelimit_s: int | None = None
+    logout: bool = False
+    #: Milliseconds the reply streams for (None: the configured latency).
+    slow_ms: int | None = None
+    images: int | None = None
+    broken: bool = False
+    hang: bool = False
+
+
+def behaviour(prompt: str) -> Behaviour:
+    """The behaviour the prompt's tokens ask for (none: a normal reply)."""
+    found: dict[str, object] = {}
+    for name, value in TOKEN.findall(prompt):
+        number = int(value) if value else None
+        if name == "refuse":
+            found["refuse"] = True
+        elif name == "ratelimit":
+            found["ratelimit_s"] = RATELIMIT_DEFAULT_S if number is None else number
+        elif name == "logout":
+            found["logout"] = True
+        elif name == "slow":
+            found["slow_ms"] = SLOW_DEFAULT_MS if number is None else number
+        elif name == "images" and number is not None:
+            found["images"] = max(1, min(number, 4))
+        elif name == "broken":
+            found["broken"] = True
+        elif name == "hang":
+            found["hang"] = True
+    return Behaviour(**found)  # type: ignore[arg-type]
+
+
+class FirstTimes:
+    """Prompts a passing notice (rate limit, logout) was already shown for: shown once each,
+    so the retry of the same prompt goes through, as it would once a real notice has passed."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONVERSATIONS) -> None:
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def first(self, kind: str, prompt: str) -> bool:
+        """True the first time `kind` is asked for `prompt`."""
+        key = (kind, prompt)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            while len(self._seen) > self._limit:
+                self._seen.popitem(last=False)
+        return True

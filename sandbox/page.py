@@ -5,7 +5,10 @@ package-data, and so the per-response CSP nonce can be stamped onto the script t
 
 DOM contract relied on by the provider addons (keep the selectors exact):
   #thread > .turn[data-role=user|assistant]; assistant turns carry
-  data-state=streaming|done|error, a .text child and, once generated, img.generated.
+  data-state=streaming|done|error, a .text child and, once generated, img.generated. An error
+  turn carries data-error=refused|rate-limited|logged-out|server|broken (the provider's kind of
+  failure) and, for a rate limit, data-retry-after (the notice's wait in seconds). A logout
+  replaces the composer bar with #login-wall until the page reloads.
   #composer is a contenteditable textbox; #send (data-testid=send-button) is disabled while
   the composer is empty or a reply is streaming. Enter without Shift sends.
   #new-chat (data-testid=new-chat) empties #thread and starts a new conversation (a new
@@ -63,11 +66,26 @@ _SCRIPT = r"""
     return turn;
   }
 
+  // A failure carrying the provider's kind of error (refused, rate-limited, logged-out,
+  // server, broken) and, for a rate limit, the wait its notice shows.
+  function providerError(message, kind, retryAfterS) {
+    const err = new Error(message || "provider error");
+    err.kind = kind || "";
+    if (retryAfterS != null) err.retryAfterS = retryAfterS;
+    return err;
+  }
   async function waitForImage(img) {
     try {
       await img.decode();
     } catch (_) {
       if (img.complete && img.naturalWidth > 0) return;
+      // The server answered but the bytes are no image: the provider's image is broken.
+      let served = false;
+      try {
+        served = (await fetch(img.src, {credentials: "same-origin"})).ok;
+      } catch (_) { /* a network failure: retryable, below */ }
+      const broken = "broken image: the generated image does not decode";
+      if (served) throw providerError(broken, "broken");
       // Worded so callers classify it as a retryable transport failure.
       throw new Error("network error: the generated image failed to load");
     }
@@ -86,7 +104,7 @@ _SCRIPT = r"""
       turn.appendChild(img);
       state.imgs.push(img);
     } else if (ev.type === "error") {
-      throw new Error(ev.message || "provider error");
+      throw providerError(ev.message, ev.kind, ev.retryAfterS);
     } else if (ev.type === "done") {
       // "done" promises displayable images, as a real provider's finished turn does.
       await Promise.all(state.imgs.map(waitForImage));
@@ -150,7 +168,10 @@ _SCRIPT = r"""
       turn.dataset.state = "done";
     } catch (err) {
       text.textContent = String((err && err.message) || err);
+      if (err && err.kind) turn.dataset.error = err.kind;
+      if (err && err.retryAfterS != null) turn.dataset.retryAfter = String(err.retryAfterS);
       turn.dataset.state = "error";
+      if (err && err.kind === "logged-out") showLoginWall();
     } finally {
       busy = false;
       refresh();
@@ -158,6 +179,15 @@ _SCRIPT = r"""
     }
   }
 
+  // The session is gone: the composer makes way for a sign-in notice until the page reloads.
+  function showLoginWall() {
+    const bar = document.querySelector(".composer-bar");
+    const wall = document.createElement("div");
+    wall.id = "login-wall";
+    wall.dataset.testid = "login-wall";
+    wall.textContent = "You have been logged out. Log in to continue.";
+    if (bar) bar.replaceWith(wall);
+  }
   composer.addEventListener("input", refresh);
   // Catch programmatic edits (textContent, DOM insertion) that fire no input event.
   new MutationObserver(refresh).observe(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from semantest.config import Settings
-from semantest.models import JobError, JobRecord, JobStatus
+from semantest.models import AttemptEntry, JobError, JobRecord, JobStatus
 
 #: Statuses of an attempt that has taken its lease but not yet recorded how it ended.
 IN_FLIGHT = (JobStatus.LEASED, JobStatus.RUNNING)
@@ -31,16 +31,27 @@ class Decision:
 
 
 def decide(
-    record: JobRecord, retryable: bool, settings: Settings, *, at_once: bool = False
+    record: JobRecord,
+    retryable: bool,
+    settings: Settings,
+    *,
+    at_once: bool = False,
+    wait_s: int | None = None,
 ) -> Decision:
     """Run again only for a retryable failure with attempts left; back-off by attempt number.
 
     `at_once` skips the back-off: for an agent that died, which says nothing about the job or
-    the provider (the job goes back to the front of its queue).
+    the provider (the job goes back to the front of its queue). `wait_s` is the wait the
+    provider asked for (a rate-limit notice's): the retry waits at least that long, at most
+    `SEMANTEST_RATE_LIMIT_MAX_WAIT_S`.
     """
     retry = retryable and record.attempts < settings.max_attempts
     backoff = settings.retry_backoff_s
     delay = 0 if at_once else backoff[min(max(record.attempts - 1, 0), len(backoff) - 1)]
+    if wait_s is not None:
+        # RQ schedules in whole seconds (it may run a job up to 1 s before its time): one
+        # more, so the retry never comes before the notice's wait is over.
+        delay = max(delay, min(wait_s, settings.rate_limit_max_wait_s) + 1)
     return Decision(retry=retry, delay_s=delay if retry else 0)
 
 
@@ -51,9 +62,23 @@ def record_failure(
     decision: Decision,
     artifacts: dict[str, str] | None = None,
 ) -> None:
-    """Apply a failed attempt's outcome to `record` (inside a `JobStore.update`)."""
+    """Apply a failed attempt's outcome to `record` (inside a `JobStore.update`).
+
+    The attempt joins the record's history (provider, agent, error, evidence); `artifacts`
+    becomes this attempt's evidence (`<attempt>/<file>` under the job's artifact folder).
+    """
     record.error = JobError(code=code, message=message, retryable=decision.retry)
-    record.artifacts.update(artifacts or {})
+    if artifacts:
+        record.artifacts = dict(artifacts)
+    record.attempt_history.append(
+        AttemptEntry(
+            attempt=record.attempts,
+            provider=record.provider,
+            agent=record.agent,
+            error=record.error,
+            evidence=dict(artifacts or {}),
+        )
+    )
     record.lease = None
     if decision.retry:
         record.status = JobStatus.RETRYING

@@ -173,15 +173,43 @@ def batch(
 def status(
     ident: Annotated[str, typer.Argument(metavar="ID", help="A job id or a batch id.")],
     as_json: AsJson = False,
+    artifacts: Annotated[
+        bool,
+        typer.Option(
+            "--artifacts",
+            help="Also download the job's failure evidence (each failed attempt's screenshot, "
+            "DOM, console log and addon state) into --out/<jobId>/<attempt>/.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path, typer.Option(help="Where --artifacts puts the files.", file_okay=False)
+    ] = Path("."),
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Show a job or a batch as it is now.
 
-    A job shows its status, progress, images and error; a batch its counts and its jobs."""
+    A job shows its status, progress, images and error; a batch its counts and its jobs. With
+    --artifacts, a job's failure evidence is downloaded too."""
     with _client(url, api_key) as client:
         current = _job_or_batch(ident, client.status, client.batch_status)
+        saved = _save_artifacts(client, ident, out) if artifacts else []
     _show(current, as_json)
+    for path in saved:  # on stderr: stdout stays the record (JSON with --json)
+        err.print(f"saved {escape(str(path))}")
+    if artifacts and not saved:
+        err.print("no artifacts: no attempt of this job failed, or they are past retention")
+
+
+def _save_artifacts(client: Client, job_id: str, out: Path) -> list[Path]:
+    """Download every artifact of the job into `out/<jobId>/<attempt>/<file>`."""
+    saved = []
+    for artifact in client.artifacts(job_id):
+        path = out / job_id / str(int(artifact["attempt"])) / Path(artifact["file"]).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(client.download_artifact(artifact["url"]))
+        saved.append(path)
+    return saved
 
 
 def wait(

@@ -21,8 +21,9 @@ a dropped connection up where it stopped (`semantest.client_stream`, shared by b
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from typing import overload
+from typing import Any, overload
 
 import httpx
 
@@ -167,6 +168,16 @@ class Client:
     def batch_status(self, batch_id: str) -> BatchSummary:
         """The batch now: counts by status, progress, its jobs."""
         return self._read(BatchSummary, batch_status_call(batch_id))
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """Every failed attempt's evidence of a job: `attempt`, `name`, `file`, `url`, ..."""
+        reply = self._send(Call("GET", f"/api/v1/jobs/{urllib.parse.quote(job_id)}/artifacts"))
+        found: list[dict[str, Any]] = reply.json()["artifacts"]
+        return found
+
+    def download_artifact(self, url: str) -> bytes:
+        """One artifact's bytes (its `url` from `artifacts()`)."""
+        return self._send(download_call(url, self._http.base_url)).content
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job; `Conflict` when it had already finished."""

@@ -16,7 +16,8 @@
     ├── RateLimited                      429 RATE_LIMITED      (+ Retry-After)
     ├── Unavailable                      503 UNAVAILABLE       (+ Retry-After)
     └── JobFailure                       a job's own `error` (never an HTTP status)
-        ├── GenerationFailed             GENERATION_FAILED, not retryable (refusal, bad output)
+        ├── GenerationFailed             GENERATION_FAILED, not retryable (bad output; with its
+        │                                code: CONTENT_REFUSED for a refusal)
         └── RetryableFailure             retryable: provider timeout, agent crash, bridge loss
 
 The controller has one exception handler that turns any `SemantestError` into
@@ -25,7 +26,60 @@ The controller has one exception handler that turns any `SemantestError` into
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, ClassVar
+
+
+class JobErrorCode(str, Enum):
+    """Every code a job's `error.code` can hold: the kernel's one list.
+
+    Addons throw these names (`SemantestAddon.error(code, …)`); the bridge protocol's JSON
+    Schema exports the list (`extension/protocol_schema.json`, `$defs.JobErrorCode`), and
+    README's "Error codes" says when each happens and whether it is retried.
+    """
+
+    #: No usable image: answered without one, or the image is broken, too big, not an image.
+    GENERATION_FAILED = "GENERATION_FAILED"
+    #: The provider refused the prompt (content policy): not retried.
+    CONTENT_REFUSED = "CONTENT_REFUSED"
+    #: The provider's rate-limit notice: retried after the wait it shows, on another slot.
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    #: The provider's session is gone: the slot is parked, the job retried on another slot.
+    PROVIDER_LOGGED_OUT = "PROVIDER_LOGGED_OUT"
+    #: The provider answered with a server or network error.
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    #: No result within the job timeout.
+    TIMEOUT = "TIMEOUT"
+    #: The agent died mid-job (its heartbeat lease ran out), or a chat's tab is gone.
+    AGENT_LOST = "AGENT_LOST"
+    #: A crash in our own code.
+    AGENT_ERROR = "AGENT_ERROR"
+    #: The finished reply holds no image.
+    NO_IMAGE = "NO_IMAGE"
+    #: The reply's image did not load, or could not be downloaded.
+    IMAGE_LOAD_FAILED = "IMAGE_LOAD_FAILED"
+    CAPTURE_FAILED = "CAPTURE_FAILED"
+    #: The page did not look or behave as the addon expects.
+    PAGE_CHANGED = "PAGE_CHANGED"
+    COMPOSER_STUCK = "COMPOSER_STUCK"
+    ADDON_BUSY = "ADDON_BUSY"
+    #: The addon's driver is broken (its detectState() threw, or it threw without a code).
+    ADDON_ERROR = "ADDON_ERROR"
+    #: No addon answered in the slot's tab, or the extension's bridge is down.
+    ADDON_NOT_READY = "ADDON_NOT_READY"
+    BRIDGE_DOWN = "BRIDGE_DOWN"
+    #: A chat message on an addon that cannot hold a conversation, or whose chat ended.
+    CHAT_UNSUPPORTED = "CHAT_UNSUPPORTED"
+    CHAT_ENDED = "CHAT_ENDED"
+    #: The job was canceled (a status more than an error; the addon's answer to `job.cancel`).
+    CANCELED = "CANCELED"
+
+
+#: Codes addons of earlier versions throw, and the code each means now.
+LEGACY_JOB_CODES = {
+    "RATE_LIMITED": JobErrorCode.PROVIDER_RATE_LIMITED.value,
+    "LOGGED_OUT": JobErrorCode.PROVIDER_LOGGED_OUT.value,
+}
 
 
 class SemantestError(Exception):
@@ -151,9 +205,14 @@ class JobFailure(SemantestError):
 
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str | None = None, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
-        self.job_code = code or self.code
+        code = code or self.code
+        self.job_code = LEGACY_JOB_CODES.get(code, code)
+        #: The wait the provider asked for (a rate-limit notice's), in seconds.
+        self.retry_after_s = retry_after_s
 
 
 class GenerationFailed(JobFailure):

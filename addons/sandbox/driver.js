@@ -49,25 +49,50 @@
     });
   }
 
-  /** How an error turn's text maps to a job error. */
-  function classifyError(text) {
-    if (/\b429\b|rate.?limit|too many requests/i.test(text)) return fail("RATE_LIMITED", text, true);
-    if (/\b40[13]\b|log(ged)?.?(in|out)|sign.?in|session expired/i.test(text)) return fail("LOGGED_OUT", text, true);
-    if (/\b5\d\d\b|stream ended|network|failed to fetch/i.test(text)) return fail("PROVIDER_ERROR", text, true);
+  /** The wait (seconds) a rate-limit notice names: its data-retry-after, else its words. */
+  function noticeWait(turn, text) {
+    const attr = Number(turn?.dataset.retryAfter);
+    if (turn?.dataset.retryAfter != null && Number.isFinite(attr)) return attr;
+    const words = /(?:try again|retry) in (\d+) ?(s|sec|seconds?|m|min|minutes?)\b/i.exec(text);
+    if (!words) return undefined;
+    return Number(words[1]) * (/^m/i.test(words[2]) ? 60 : 1);
+  }
+
+  /** How an error turn maps to a job error: its data-error kind first, else its text. */
+  function classifyError(text, turn = null) {
+    const kind = turn?.dataset.error || "";
+    if (kind === "refused" || /content policy|can'?t create that/i.test(text)) {
+      return fail("CONTENT_REFUSED", text, false);
+    }
+    if (kind === "rate-limited" || /\b429\b|rate.?limit|too many requests/i.test(text)) {
+      const err = fail("PROVIDER_RATE_LIMITED", text, true);
+      const wait = noticeWait(turn, text);
+      if (wait !== undefined) err.retryAfterS = wait;
+      return err;
+    }
+    if (kind === "logged-out" || /\b40[13]\b|log(ged)?.?(in|out)|sign.?in|session (has )?expired/i.test(text)) {
+      return fail("PROVIDER_LOGGED_OUT", text, true);
+    }
+    if (kind === "broken" || /broken image|does not decode/i.test(text)) {
+      return fail("GENERATION_FAILED", text, false);
+    }
+    if (kind === "server" || /\b5\d\d\b|stream ended|network|failed to fetch/i.test(text)) {
+      return fail("PROVIDER_ERROR", text, true);
+    }
     return fail("GENERATION_FAILED", text || "the provider returned an error", false);
   }
 
   function detectState() {
-    if (!$("#composer") || !$("#send")) return "logged-out";
+    if ($("#login-wall") || !$("#composer") || !$("#send")) return "logged-out";
     const turns = assistantTurns();
     const last = turns[turns.length - 1];
     if (!last) return "ready";
     if (last.dataset.state === "streaming") return "busy";
     if (last.dataset.state === "error") {
-      const code = classifyError($(".text", last)?.textContent || "").code;
-      if (code === "RATE_LIMITED") return "rate-limited";
-      if (code === "LOGGED_OUT") return "logged-out";
-      if (code === "GENERATION_FAILED") return "refused"; // the last prompt was refused; a new one may pass
+      const code = classifyError($(".text", last)?.textContent || "", last).code;
+      if (code === "PROVIDER_RATE_LIMITED") return "rate-limited";
+      if (code === "PROVIDER_LOGGED_OUT") return "logged-out";
+      if (code === "CONTENT_REFUSED") return "refused"; // the last prompt was refused; a new one may pass
     }
     return "ready";
   }
@@ -152,7 +177,7 @@
     if (img.complete && img.naturalWidth > 0) return Promise.resolve(img);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => done(() => reject(
-        fail("PROVIDER_TIMEOUT", "the generated image did not finish loading", true))), deadline - Date.now());
+        fail("TIMEOUT", "the generated image did not finish loading", true))), deadline - Date.now());
       const onLoad = () => done(() => img.naturalWidth > 0
         ? resolve(img) : reject(fail("IMAGE_LOAD_FAILED", "the generated image is empty", true)));
       const onError = () => done(() => reject(fail("IMAGE_LOAD_FAILED", `the generated image failed to load: ${img.src}`, true)));
@@ -176,8 +201,8 @@
     const finished = () => assistantTurns().find(
       (turn) => !knownTurns.has(turn) && (turn.dataset.state === "done" || turn.dataset.state === "error"));
     const turn = await until(thread, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"] },
-      finished, timeoutMs, () => fail("PROVIDER_TIMEOUT", `no finished reply within ${timeoutMs} ms`, true), signal);
-    if (turn.dataset.state === "error") throw classifyError(($(".text", turn)?.textContent || "").trim());
+      finished, timeoutMs, () => fail("TIMEOUT", `no finished reply within ${timeoutMs} ms`, true), signal);
+    if (turn.dataset.state === "error") throw classifyError(($(".text", turn)?.textContent || "").trim(), turn);
     const reply = ($(".text", turn)?.textContent || "").trim();
     if (options.generateImage === false) {
       progress(80, "capturing");

@@ -21,18 +21,19 @@
   // `error`: the driver's detectState() threw (a broken driver, or a page it does not know).
   const BLOCKING_STATES = {
     busy: "ADDON_BUSY",
-    "logged-out": "LOGGED_OUT",
-    "rate-limited": "RATE_LIMITED",
+    "logged-out": "PROVIDER_LOGGED_OUT",
+    "rate-limited": "PROVIDER_RATE_LIMITED",
     error: "ADDON_ERROR",
   };
   // What addons share across their scopes: a dependency provides, a dependent uses.
   const provided = new Map();
 
   /** An Error carrying a job error code; drivers throw these. */
-  function error(code, message, retryable = false) {
+  function error(code, message, retryable = false, retryAfterS = undefined) {
     const err = new Error(message);
     err.code = code;
     err.retryable = retryable;
+    if (retryAfterS != null) err.retryAfterS = retryAfterS;
     return err;
   }
 
@@ -113,6 +114,8 @@
         code: err?.code || "ADDON_ERROR",
         message: String(err?.message || err),
         retryable: err?.retryable === true,
+        // A rate-limit notice's wait (seconds), when the driver read one.
+        ...(Number(err?.retryAfterS) >= 0 && err?.retryAfterS != null ? { retryAfterS: Math.round(Number(err.retryAfterS)) } : {}),
       });
       if (running) return fail(error("ADDON_BUSY", `job ${running} is still running in this tab`, true));
       const state = detectState();

@@ -168,7 +168,7 @@ def test_a_failed_job_shows_its_error_and_opens_its_evidence(
     job_id = page.locator("#submitted-id").inner_text(timeout=10_000)
     failed = page.locator(f'#jobs tr[data-job-id="{job_id}"][data-status="failed"]')
     failed.wait_for(timeout=60_000)
-    failed.get_by_text("GENERATION_FAILED").wait_for(timeout=10_000)
+    failed.get_by_text("CONTENT_REFUSED").wait_for(timeout=10_000)
     with page.context.expect_page() as opened:
         failed.get_by_role("button", name="screenshot").click()
     shot = opened.value
@@ -179,7 +179,7 @@ def test_a_failed_job_shows_its_error_and_opens_its_evidence(
         base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
     ) as api:
         record = wait_final(api, job_id)
-        served = api.get(f"/dashboard/api/evidence/{job_id}/screenshot.png")
+        served = api.get(f"/dashboard/api/evidence/{job_id}/1/screenshot.png")
         assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
-        assert Path(record["artifacts"]["screenshot"]).read_bytes() == served.content
+        assert api.get(record["artifacts"]["screenshot"]).content == served.content
         assert api.get(f"/dashboard/api/evidence/{job_id}/../../etc").status_code == 404

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -31,9 +30,9 @@ def test_provider_error_is_retried_and_the_job_succeeds(api: httpx.Client, fault
     assert record["error"] is None
     (image,) = record["images"]
     assert image["sha256"] == hashlib.sha256(render_png(prompt)).hexdigest()
-    # the failed attempt left its evidence
-    assert Path(record["artifacts"]["screenshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "503 upstream overloaded" in Path(record["artifacts"]["dom"]).read_text()
+    # the failed attempt left its evidence, served by URL
+    assert api.get(record["artifacts"]["screenshot"]).content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "503 upstream overloaded" in api.get(record["artifacts"]["dom"]).text
 
 
 def test_refusal_fails_once_with_its_code(api: httpx.Client, faults: Faults) -> None:
@@ -42,7 +41,7 @@ def test_refusal_fails_once_with_its_code(api: httpx.Client, faults: Faults) -> 
     record = wait_final(api, job_id)
     assert record["status"] == "failed"
     assert record["attempts"] == 1 and record["images"] == []
-    assert record["error"]["code"] == "GENERATION_FAILED"
+    assert record["error"]["code"] == "CONTENT_REFUSED"
     assert record["error"]["retryable"] is False
     assert "content policy" in record["error"]["message"]
 

@@ -58,7 +58,7 @@ def test_a_provider_refusal_comes_back_as_the_addon_error(
     sandbox_faults.inject("refusal")
     with pytest.raises(AddonJobError) as refused:
         bridge.run(page, "refuse this")
-    assert refused.value.code == "GENERATION_FAILED" and not refused.value.retryable
+    assert refused.value.code == "CONTENT_REFUSED" and not refused.value.retryable
     assert "content policy" in refused.value.message
     assert sandbox_faults.pending() == []
 

@@ -124,4 +124,6 @@ def test_the_readme_shows_how_to_make_a_job_fail(readme: str) -> None:
     assert "POST /_sandbox/faults" in text
     for kind in ("refusal", "server", "ratelimit", "hang"):
         assert f"| `{kind}` |" in text, kind
-    assert '"code": "GENERATION_FAILED"' in text
+    assert '"code": "CONTENT_REFUSED"' in text
+    for token in ("refuse", "ratelimit", "logout", "slow", "images=3", "broken", "hang"):
+        assert f"`[sandbox:{token}]" in text, token

@@ -182,10 +182,12 @@ async def test_injected_faults_fail_the_next_replies_then_clear(client: httpx.As
     added = await client.post("/_sandbox/faults", json={"kind": "server", "count": 2})
     assert added.json() == {"pending": ["server", "server"]}
     await client.post("/_sandbox/faults", json={"kind": "refusal"})
-    for message in [FAULT_MESSAGES["server"]] * 2 + [FAULT_MESSAGES["refusal"]]:
+    for kind, message in [("server", FAULT_MESSAGES["server"])] * 2 + [
+        ("refused", FAULT_MESSAGES["refusal"])
+    ]:
         events = await _converse(client, PROMPT)
         assert events[0]["type"] == "delta"
-        assert events[-1] == {"type": "error", "message": message}
+        assert events[-1] == {"type": "error", "kind": kind, "message": message}
         assert all(e["type"] != "image" for e in events)
     assert (await client.get("/_sandbox/faults")).json() == {"pending": []}
     assert (await _converse(client, PROMPT))[-1] == {"type": "done"}
