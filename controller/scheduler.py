@@ -7,7 +7,8 @@ fork. The controller runs it instead, inline on a thread, once per second. Sever
 share the work through RQ's own per-queue scheduler locks.
 
 The same loop runs the lease reaper (`semantest.leases`), which re-queues the jobs of agents
-that stopped heart-beating.
+that stopped heart-beating, and once a minute the sweeper that deletes failure evidence past
+`SEMANTEST_ARTIFACT_RETENTION_H` (`controller.routes.artifacts.sweep`).
 """
 
 from __future__ import annotations
@@ -15,26 +16,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from anyio import to_thread
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.scheduler import RQScheduler
 
+from controller.routes import artifacts
 from semantest import keys, providers
 from semantest.config import Settings
 from semantest.leases import Reaper
 from semantest.models import Priority
 
 log = logging.getLogger(__name__)
+#: Seconds between two sweeps of expired failure evidence.
+SWEEP_EVERY_S = 60.0
 
 
 class RetryScheduler:
     """Enqueue due scheduled jobs of every known provider's queues, every `interval` seconds."""
 
-    def __init__(self, redis: Redis, interval: int = 1, reaper: Reaper | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        interval: int = 1,
+        reaper: Reaper | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self._redis = redis
         self._interval = interval
+        self._settings = settings
+        self._next_sweep = 0.0
         self._providers = providers.names()
         self._scheduler = self._new_scheduler()
         self._reaper = reaper
@@ -64,6 +77,13 @@ class RetryScheduler:
                 if self._reaper is not None:
                     await self._reaper.reap()
                 await to_thread.run_sync(self.tick)
+                if self._settings is not None and time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+                    root = self._settings.data_dir / "artifacts"
+                    retention = self._settings.artifact_retention_h
+                    gone = await to_thread.run_sync(artifacts.sweep, root, retention)
+                    if gone:
+                        log.info("deleted the failure evidence of %d jobs", len(gone))
             except Exception:
                 log.exception("scheduler pass failed; trying again")
             await asyncio.sleep(self._interval)
@@ -73,7 +93,7 @@ class RetryScheduler:
         cls, redis: AsyncRedis, redis_sync: Redis, settings: Settings
     ) -> RetryScheduler:
         """The scheduler with the lease reaper, as the controller runs it."""
-        return cls(redis_sync, reaper=Reaper(redis, redis_sync, settings))
+        return cls(redis_sync, reaper=Reaper(redis, redis_sync, settings), settings=settings)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rq-retry-scheduler")

@@ -10,6 +10,8 @@ job's folder `SEMANTEST_ARTIFACT_RETENTION_H` hours after its last write
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -128,3 +130,23 @@ async def get_artifact(
         media_type=kind[1],
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
     )
+
+
+def sweep(root: Path, retention_h: int, now: float | None = None) -> list[str]:
+    """Delete the artifact folders under `root` (one per job) not written to for `retention_h`
+    hours; the ids of the jobs whose evidence went. 0 keeps everything."""
+    if retention_h <= 0 or not root.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - retention_h * 3600
+    gone = []
+    for job in root.iterdir():
+        try:
+            newest = max(
+                [job.stat().st_mtime] + [p.stat().st_mtime for p in job.rglob("*")], default=0
+            )
+        except FileNotFoundError:  # another controller swept it meanwhile
+            continue
+        if job.is_dir() and _JOB_ID.match(job.name) and newest < cutoff:
+            shutil.rmtree(job, ignore_errors=True)
+            gone.append(job.name)
+    return gone
