@@ -47,11 +47,10 @@ class GeneratedImage:
 
 
 class ProviderRateLimited(RetryableFailure):
-    """429: retry, not before `retry_after_s`."""
+    """429: retry, not before `retry_after_s` (the retry policy reads it)."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, "PROVIDER_RATE_LIMITED")
-        self.retry_after_s = retry_after_s
+        super().__init__(message, "PROVIDER_RATE_LIMITED", retry_after_s=retry_after_s)
 
 
 class ApiProvider(Protocol):

@@ -29,7 +29,7 @@ import httpx
 from rq import Queue
 
 from agents import cancels, jobs
-from agents.api_providers import API_PROVIDERS, ApiProvider, ProviderRateLimited, api_key, build
+from agents.api_providers import API_PROVIDERS, ApiProvider, api_key, build
 from agents.attempt import Outcome
 from agents.capture import store_image
 from agents.runtime import AgentRuntime, tree_memory
@@ -275,9 +275,7 @@ class ApiAttempt:
         decided: list[attempts.Decision] = []
 
         def fail(r: JobRecord) -> None:
-            decision = attempts.decide(r, failure.retryable, settings)
-            if decision.retry and isinstance(failure, ProviderRateLimited):
-                decision = attempts.Decision(True, max(decision.delay_s, failure.retry_after_s))
+            decision = attempts.decide(r, failure.retryable, settings, wait_s=failure.retry_after_s)
             attempts.record_failure(r, failure.job_code, failure.message, decision)
             decided.append(decision)
 

@@ -44,6 +44,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Hosts never sent through a browser proxy (Chromium also bypasses loopback on its own; the
+#: request client needs telling).
+LOOPBACK = "127.0.0.1,localhost,[::1]"
 #: How the service worker is told where to connect (see extension/service_worker.js).
 CONFIGURE_JS = "cfg => self.semantest.configure(cfg)"
 
@@ -68,8 +71,14 @@ async def launch_extension(
     profile_dir: Path,
     extension_dir: Path = EXTENSION_DIR,
     headless: bool = True,
+    proxy: str | None = None,
+    ignore_https_errors: bool = False,
 ) -> ExtensionBrowser:
     """Launch Chromium on `profile_dir` with the extension, "Allow User Scripts" on.
+
+    `proxy` carries the pages' traffic and the context's request client (image downloads)
+    alike; loopback (the controller, the bridge, the sandbox) never goes through it.
+    `ignore_https_errors` accepts any certificate: only for replicas (`sandbox/replicas`).
 
     Needs no controller and no bridge: the extension is loaded and its service worker runs, but
     it has registered no addons until `configure` tells it where they are. `profile_dir` should
@@ -84,6 +93,8 @@ async def launch_extension(
         headless=headless,
         args=launch_args(extension_dir),
         viewport={"width": 1280, "height": 900},
+        proxy={"server": proxy, "bypass": LOOPBACK} if proxy else None,
+        ignore_https_errors=ignore_https_errors,
     )
     try:
         worker = await service_worker(context)
@@ -113,11 +124,18 @@ async def launch(
     controller_url: str,
     bridge_url: str,
     extension_dir: Path = EXTENSION_DIR,
+    proxy: str | None = None,
+    ignore_https_errors: bool = False,
 ) -> ExtensionBrowser:
     """`launch_extension` then `configure`: the browser an agent runs jobs in."""
     started = time.perf_counter()
     browser = await launch_extension(
-        playwright, chromium=chromium, profile_dir=profile_dir, extension_dir=extension_dir
+        playwright,
+        chromium=chromium,
+        profile_dir=profile_dir,
+        extension_dir=extension_dir,
+        proxy=proxy,
+        ignore_https_errors=ignore_https_errors,
     )
     try:
         await configure(browser, controller_url=controller_url, bridge_url=bridge_url)

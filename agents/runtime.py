@@ -193,6 +193,8 @@ class AgentRuntime:
             profile_dir=self.profile.path,
             controller_url=self.settings.controller_url,
             bridge_url=self.bridge.url,
+            proxy=self.settings.browser_proxy,
+            ignore_https_errors=self.settings.browser_ignore_https_errors,
         )
         self.browser.context.on("close", lambda _ctx: self._browser_closed())
         await asyncio.gather(*(self._open(slot) for slot in self.slots))

@@ -1,0 +1,132 @@
+"""The real ChatGPT and Gemini addons, end to end on their DOM replicas (`sandbox/replicas`).
+
+One stack for the module on Redis database 37: the controller, and one agent per provider with
+real Chromium, the real extension and the addons exactly as shipped (their real match patterns
+and start URLs: `https://chatgpt.com/`, `https://gemini.google.com/app`). The browsers reach the
+replicas through the replicas' proxy (`SEMANTEST_BROWSER_PROXY`) with their test certificate
+accepted; the agent downloads each image with the profile's cookies from the other host, and
+the stored bytes are compared by sha256 with what the replica rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.render import render_png
+from sandbox.replicas.app import Running, serve
+from semantest.stack import Stack, free_port
+from tests.e2e.conftest import stack_settings
+
+pytestmark = pytest.mark.e2e
+
+DB = 37
+PROVIDERS = ("chatgpt", "gemini")
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with serve(tmp_path_factory.mktemp("replica-cert"), free_port()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def replica_stack(
+    redis_url: str, replicas: Running, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    settings = stack_settings(
+        redis_url,
+        DB,
+        tmp_path_factory.mktemp("replica-stack"),
+        browser_proxy=replicas.proxy.url,
+        browser_ignore_https_errors=True,
+        retry_backoff_s=[1],
+        job_timeout_s=30,
+    )
+    with Stack(settings, agents=0) as stack:
+        for provider in PROVIDERS:
+            argv = [sys.executable, "-m", "agents", "--provider", provider]
+            stack.spawn(f"agent-{provider}", [*argv, "--name", f"{provider}-1"])
+        stack.wait_agents(len(PROVIDERS), time.monotonic() + 60)
+        yield stack
+
+
+@pytest.fixture
+def api(replica_stack: Stack, replicas: Running) -> Iterator[httpx.Client]:
+    for provider in PROVIDERS:
+        httpx.delete(f"{replicas.control_url}/_replica/{provider}/faults", verify=False)
+    with httpx.Client(
+        base_url=replica_stack.url, headers={"X-API-Key": replica_stack.admin_key}, timeout=10
+    ) as client:
+        yield client
+
+
+def fault(replicas: Running, provider: str, kind: str, **extra: Any) -> None:
+    reply = httpx.post(
+        f"{replicas.control_url}/_replica/{provider}/faults",
+        json={"kind": kind, "count": 1, **extra},
+        verify=False,
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def run(api: httpx.Client, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    accepted = api.post("/api/v1/images/generate", json=body)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["jobId"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = api.get(f"/api/v1/images/status/{job_id}").json()
+        if record["status"] in ("succeeded", "failed", "canceled"):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {record}")
+
+
+def stored_sha256(api: httpx.Client, record: dict[str, Any]) -> list[str]:
+    out = []
+    for image in record["images"]:
+        data = api.get(image["url"], follow_redirects=True).content
+        assert hashlib.sha256(data).hexdigest() == image["sha256"]
+        out.append(image["sha256"])
+    return out
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_job_runs_on_the_replica_and_stores_its_exact_image(
+    api: httpx.Client, provider: str
+) -> None:
+    prompt = f"a heron in the reeds, {provider} {time.time_ns()}"
+    record = run(api, {"prompt": prompt, "provider": provider})
+    assert record["status"] == "succeeded", record
+    assert record["agent"].startswith(f"{provider}-1/")
+    assert stored_sha256(api, record) == [hashlib.sha256(render_png(prompt)).hexdigest()]
+    image = record["images"][0]
+    host = {"chatgpt": "files.oaiusercontent.com", "gemini": "lh3.google.com"}
+    assert image["sourceUrl"].startswith(f"https://{host[provider]}/")
+
+
+def test_a_rate_limit_notice_is_retried_after_its_wait(
+    api: httpx.Client, replicas: Running
+) -> None:
+    fault(replicas, "chatgpt", "ratelimit", retryAfter=2)
+    prompt = f"later, please {time.time_ns()}"
+    record = run(api, {"prompt": prompt, "provider": "chatgpt"})
+    assert (record["status"], record["attempts"]) == ("succeeded", 2), record
+    first = record["attemptHistory"][0]
+    assert first["error"]["code"] == "PROVIDER_RATE_LIMITED", first
+    assert stored_sha256(api, record) == [hashlib.sha256(render_png(prompt)).hexdigest()]
+
+
+def test_a_refusal_fails_at_once(api: httpx.Client, replicas: Running) -> None:
+    fault(replicas, "gemini", "refusal")
+    record = run(api, {"prompt": f"something refused {time.time_ns()}", "provider": "gemini"})
+    assert (record["status"], record["attempts"]) == ("failed", 1), record
+    assert record["error"]["code"] == "CONTENT_REFUSED"
+    assert "policies" in record["error"]["message"]
