@@ -31,11 +31,11 @@ from controller.auth import AdminCaller
 from controller.records import present
 from controller.routes.fleet import live_agents
 from controller.state import AppState, State
-from semantest import keys
+from semantest import keys, providers
 from semantest.api_keys import KeyStore
 from semantest.errors import NotFound
 from semantest.fleet import SlotState
-from semantest.models import KNOWN_PROVIDERS, JobRecord, JobStatus, Priority
+from semantest.models import JobRecord, JobStatus, Priority
 from semantest.storage import content_type_of, parse_key
 
 router = APIRouter(include_in_schema=False)
@@ -93,13 +93,14 @@ async def summary(_caller: AdminCaller, state: State) -> dict[str, Any]:
     agents, depths, jobs = await asyncio.gather(
         live_agents(state.redis), _depths(state), _recent(state)
     )
-    providers = []
-    for provider in KNOWN_PROVIDERS:
+    known = sorted({*providers.names(), *(s.provider for a in agents for s in a.slots)})
+    shown = []
+    for provider in known:
         slots = [s for a in agents for s in a.slots if s.provider == provider]
         counts = {s.value: sum(1 for x in slots if x.state is s) for s in SlotState}
         recent = [j for j in jobs if j.provider == provider and j.status.terminal]
         failed = sum(1 for j in recent if j.status is JobStatus.FAILED)
-        providers.append(
+        shown.append(
             {
                 "provider": provider,
                 "agents": sum(1 for a in agents if provider in a.providers),
@@ -119,7 +120,7 @@ async def summary(_caller: AdminCaller, state: State) -> dict[str, Any]:
         "lanes": [
             {"provider": p, "lane": lane, "depth": n} for (p, lane), n in sorted(depths.items())
         ],
-        "providers": providers,
+        "providers": shown,
         "jobs": [_job(present(j, state)) for j in jobs],
     }
 
@@ -188,7 +189,7 @@ def _job(record: JobRecord) -> dict[str, Any]:
 
 
 async def _depths(state: AppState) -> dict[tuple[str, str], int]:
-    pairs = [(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority]
+    pairs = [(p, lane.value) for p in providers.names() for lane in Priority]
     async with state.redis.pipeline(transaction=False) as pipe:
         for provider, lane in pairs:
             rq_list, depth = keys.waiting(provider, lane)

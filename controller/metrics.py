@@ -30,10 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.auth import authenticate, forbidden
 from controller.routes.fleet import live_agents
 from controller.state import State
-from semantest import keys
+from semantest import keys, providers
 from semantest.fleet import AgentHeartbeat, AgentState, SlotState
 from semantest.metrics import HTTP_DURATION, MULTIPROC_ENV, live_targets, stale_fields
-from semantest.models import KNOWN_PROVIDERS, Priority
+from semantest.models import Priority
 
 router = APIRouter(include_in_schema=False)
 
@@ -131,7 +131,7 @@ async def targets(request: Request, state: State) -> list[dict[str, Any]]:
 
 async def _depths(state: State) -> dict[tuple[str, str], int]:
     """Jobs waiting per (provider, lane): RQ's list (retries, given back) plus the fair queues."""
-    pairs = [(p, lane.value) for p in KNOWN_PROVIDERS for lane in Priority]
+    pairs = [(p, lane.value) for p in providers.names() for lane in Priority]
     async with state.redis.pipeline(transaction=False) as pipe:
         for provider, lane in pairs:
             rq_list, depth = keys.waiting(provider, lane)
@@ -147,6 +147,7 @@ def fleet_families(
     agents: list[AgentHeartbeat], depths: dict[tuple[str, str], int]
 ) -> list[Metric]:
     """The fleet's gauges from live heartbeats and lane depths."""
+    known = sorted({*providers.names(), *(s.provider for a in agents for s in a.slots)})
     depth = GaugeMetricFamily(
         "semantest_queue_depth", "Jobs waiting per provider and lane.", labels=["provider", "lane"]
     )
@@ -158,7 +159,7 @@ def fleet_families(
         labels=["provider", "state", "reason"],
     )
     counts: dict[tuple[str, str, str], int] = {}
-    for provider in KNOWN_PROVIDERS:
+    for provider in known:
         for s in SlotState:
             counts[(provider, s.value, "")] = 0
     for agent in agents:
@@ -172,7 +173,7 @@ def fleet_families(
         "Busy slots over all slots of live agents, per provider (0 without slots).",
         labels=["provider"],
     )
-    for provider in KNOWN_PROVIDERS:
+    for provider in known:
         mine = [s for a in agents for s in a.slots if s.provider == provider]
         busy = sum(1 for s in mine if s.state is SlotState.BUSY)
         utilisation.add_metric([provider], busy / len(mine) if mine else 0.0)
