@@ -22,7 +22,6 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ from semantest.errors import AddonNotFound, ValidationError
 from semantest.providers import ProviderInfo
 
 log = logging.getLogger(__name__)
+#: Bundles `resolve` keeps per snapshot (one per distinct set of matching addons).
+RESOLVED_MAX = 1024
 
 
 class DependencyError(ValidationError):
@@ -310,6 +311,8 @@ class Registry:
                 for v in closure(s.addon, self._known):
                     parts.setdefault(v.label, v.part())
             bundle = build_bundle(list(parts.values()))
+            if len(self._resolved) >= RESOLVED_MAX:  # bounded: a cache, not a record
+                self._resolved.clear()
             self._resolved[key] = bundle
             self._by_hash.setdefault(bundle.sha256, bundle)
         return matched, bundle
@@ -349,8 +352,3 @@ def describe(served: Served, channel: str = "stable") -> dict[str, Any]:
         "url": f"/api/v1/addons/{m.id}",
         "bundleUrl": b.url,
     }
-
-
-def http_date(epoch: float) -> str:
-    """An HTTP date."""
-    return formatdate(epoch, usegmt=True)
