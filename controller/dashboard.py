@@ -95,11 +95,15 @@ async def summary(_caller: AdminCaller, state: State) -> dict[str, Any]:
     )
     known = sorted({*providers.names(), *(s.provider for a in agents for s in a.slots)})
     shown = []
+    used: set[str] = set()
     for provider in known:
         slots = [s for a in agents for s in a.slots if s.provider == provider]
         counts = {s.value: sum(1 for x in slots if x.state is s) for s in SlotState}
         recent = [j for j in jobs if j.provider == provider and j.status.terminal]
         failed = sum(1 for j in recent if j.status is JobStatus.FAILED)
+        waiting = sum(n for (p, _lane), n in depths.items() if p == provider)
+        if slots or waiting or recent:
+            used.add(provider)
         shown.append(
             {
                 "provider": provider,
@@ -112,13 +116,15 @@ async def summary(_caller: AdminCaller, state: State) -> dict[str, Any]:
                 ],
                 "recentFailed": failed,
                 "recentFinished": len(recent),
-                "health": _health(counts, failed, len(recent)),
+                "health": _health(counts, failed, len(recent), waiting),
             }
         )
     return {
         "at": time.time(),
         "lanes": [
-            {"provider": p, "lane": lane, "depth": n} for (p, lane), n in sorted(depths.items())
+            {"provider": p, "lane": lane, "depth": n}
+            for (p, lane), n in sorted(depths.items())
+            if p in used  # a provider nothing serves or asks for adds only noise
         ],
         "providers": shown,
         "jobs": [_job(present(j, state)) for j in jobs],
@@ -150,11 +156,12 @@ async def evidence(
     return FileResponse(path, media_type=media)
 
 
-def _health(counts: dict[str, int], failed: int, finished: int) -> str:
-    """`down` without a slot to work, `degraded` with parked slots or most recent jobs failed."""
+def _health(counts: dict[str, int], failed: int, finished: int, waiting: int) -> str:
+    """`down`: jobs wait (or slots are parked) and no slot works; `unused`: no slot and nothing
+    asked of it; `degraded`: parked slots, or most recent jobs failed; else `ok`."""
     working = counts["idle"] + counts["busy"]
     if not working:
-        return "down"
+        return "down" if waiting or counts["parked"] else "unused"
     if counts["parked"] or (finished >= 4 and failed * 2 > finished):
         return "degraded"
     return "ok"
