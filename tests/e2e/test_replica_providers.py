@@ -130,3 +130,29 @@ def test_a_refusal_fails_at_once(api: httpx.Client, replicas: Running) -> None:
     assert (record["status"], record["attempts"]) == ("failed", 1), record
     assert record["error"]["code"] == "CONTENT_REFUSED"
     assert "policies" in record["error"]["message"]
+
+
+def test_a_logged_out_page_parks_the_slot_and_the_job_waits_for_another(
+    api: httpx.Client, replicas: Running
+) -> None:
+    # Last in the module: the chatgpt slot stays parked for a minute afterwards.
+    fault(replicas, "chatgpt", "logout")
+    accepted = api.post("/api/v1/images/generate", json={"prompt": "hi", "provider": "chatgpt"})
+    job_id = accepted.json()["jobId"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        record = api.get(f"/api/v1/images/status/{job_id}").json()
+        if record["attemptHistory"]:
+            break
+        time.sleep(0.1)
+    (first,) = record["attemptHistory"]
+    assert first["error"]["code"] == "PROVIDER_LOGGED_OUT", first
+    assert first["error"]["retryable"] is True
+    assert record["status"] in ("retrying", "queued"), record
+    slots = [s for a in api.get("/api/v1/fleet").json()["agents"] for s in a["slots"]]
+    (slot,) = [s for s in slots if s["provider"] == "chatgpt"]
+    assert (slot["state"], slot["parkedReason"]) == ("parked", "logged-out")
+    # the evidence shows the page as the addon left it: the notice in the last turn
+    dom = api.get(f"/api/v1/jobs/{job_id}/artifacts/1/dom.html")
+    assert dom.status_code == 200 and "Please log in again" in dom.text
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code in (200, 202)
