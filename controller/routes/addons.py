@@ -114,6 +114,25 @@ def _js_answers(description: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _resolve_answers() -> dict[int | str, dict[str, Any]]:
+    """`resolve`'s 200: the bundle, or with `Accept: application/json` what matched."""
+    answers = _js_answers(
+        "The bundle of every addon matching the page, dependencies first; "
+        "with `Accept: application/json`, what matched and its hashes."
+    )
+    answers[200]["content"]["application/json"] = {
+        "schema": {"type": "object"},
+        "example": {
+            "url": "http://127.0.0.1:8000/chat",
+            "addons": [{"id": "sandbox", "version": "0.2.0"}],
+            "hash": _HASH,
+            "integrity": _INTEGRITY,
+            "bundleUrl": _ENTRY["bundleUrl"],
+        },
+    }
+    return answers
+
+
 _CONDITIONAL = {
     "parameters": [
         {
@@ -189,18 +208,7 @@ async def index(request: Request, _caller: Reader, channel: ChannelQuery = "stab
 @router.get(
     "/resolve",
     response_class=Response,
-    responses=_js_answers("The bundle of every addon matching the page, dependencies first.")
-    | success(
-        200,
-        {
-            "url": "http://127.0.0.1:8000/chat",
-            "addons": [{"id": "sandbox", "version": "0.2.0"}],
-            "hash": _HASH,
-            "integrity": _INTEGRITY,
-            "bundleUrl": _ENTRY["bundleUrl"],
-        },
-        description="With `Accept: application/json`: what matched and the bundle's hashes.",
-    )
+    responses=_resolve_answers()
     | responses(403, 422, example_code="DOMAIN_NOT_ALLOWED")
     | rate_limited(),
     dependencies=[limit(Endpoint.ADDONS)],
