@@ -297,7 +297,18 @@ class Stack:
             if self.slots is not None:
                 argv += ["--slots", str(self.slots)]
             self.spawn("agents", argv)
-        self.wait_agents(self.agents, deadline)
+        apis = self.api_providers()
+        for provider in apis:  # one API worker per image API with a fleet key
+            argv = [py, "-m", "agents.api_worker", "--provider", provider]
+            self.spawn(f"api-{provider}", [*argv, "--name", f"api-{provider}"])
+        self.wait_agents(self.agents + len(apis), deadline)
+
+    def api_providers(self) -> list[str]:
+        """The image APIs this stack runs a worker for: those with a fleet key in its settings
+        (`SEMANTEST_OPENAI_API_KEY`, `SEMANTEST_STABILITY_API_KEY`)."""
+        s = self.settings
+        keyed = {"openai": s.openai_api_key, "stability": s.stability_api_key}
+        return [provider for provider, key in keyed.items() if key is not None]
 
     def _start_redis(self, deadline: float) -> None:
         server = shutil.which("redis-server")

@@ -3,15 +3,14 @@ and API workers (`python -m agents.api_worker`, no browser) against the local st
 two APIs (`sandbox/standins`): the same job record, stored image bytes (sha256), retries after a
 429's `Retry-After`, refusals, a refused key, per-tenant keys and the job's webhook.
 
-One stack for the module on Redis database 36: controller, webhook worker, one API worker per
-provider. No Chromium.
+One stack for the module on Redis database 36: controller, webhook worker, and the API worker
+`Stack` (`semantest up`) starts for each API with a fleet key. No Chromium.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -83,11 +82,8 @@ def api_stack(
         webhook_allow_private=True,
         retry_backoff_s=[1],
     )
-    with Stack(settings, agents=0) as stack:
-        for provider in ("openai", "stability"):
-            argv = [sys.executable, "-m", "agents.api_worker", "--provider", provider]
-            stack.spawn(f"api-{provider}", [*argv, "--name", f"api-{provider}", "--slots", "2"])
-        stack.wait_agents(2, time.monotonic() + 30)
+    with Stack(settings, agents=0) as stack:  # an API worker per provider with a key
+        assert stack.api_providers() == ["openai", "stability"]
         yield stack
 
 
