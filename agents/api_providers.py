@@ -30,11 +30,6 @@ from semantest.models import JobRecord
 
 #: The image APIs an API worker can serve (a job's `provider`).
 API_PROVIDERS = ("openai", "stability")
-#: Stability's aspect ratios by width / height, for a job's `size`.
-ASPECT_RATIOS = {
-    "1:1": 1.0, "16:9": 16 / 9, "9:16": 9 / 16, "3:2": 1.5, "2:3": 2 / 3,
-    "4:5": 0.8, "5:4": 1.25, "21:9": 21 / 9, "9:21": 9 / 21,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -181,14 +176,10 @@ class StabilityImages:
         self.client, self.base_url = client, base_url.rstrip("/")
 
     def fields(self, record: JobRecord) -> dict[str, str]:
-        """The form fields for a job (`size` becomes the nearest aspect ratio)."""
+        """The form fields for a job (the API refuses `size` and `model` for this provider:
+        the endpoint picks its own size and model)."""
         options = record.options
         fields = {"prompt": record.prompt, "output_format": "png"}
-        if options.size:
-            width, height = (int(v) for v in options.size.split("x"))
-            fields["aspect_ratio"] = min(
-                ASPECT_RATIOS, key=lambda r: abs(math.log(ASPECT_RATIOS[r] * height / width))
-            )
         if options.style:
             fields["style_preset"] = options.style
         return fields

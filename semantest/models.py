@@ -24,12 +24,14 @@ from pydantic import (
     GetJsonSchemaHandler,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from semantest import providers
+from semantest.errors import ValidationError
 
 
 class Provider(str, Enum):
@@ -154,14 +156,14 @@ Prompt = Annotated[
 #: One side of an image size: 64 to 2048 pixels.
 _SIDE = r"(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|20[0-3][0-9]|204[0-8])"
 #: Which provider honours which option (README, "Options"; the schema's descriptions say the
-#: same). Every provider of this build honours every option, so the API takes them all; a test
-#: fails when a provider is added without being listed here, which is when the API must start
-#: refusing what it does not honour (422 naming the field and the providers that honour it).
+#: same). A job that sets an option its provider does not honour is refused (422 naming the
+#: field and the providers that honour it) rather than run without it; the browser providers
+#: `chatgpt` and `gemini` take a prompt only.
 HONOURED_BY: dict[str, tuple[str, ...]] = {
-    "size": ("sandbox",),
-    "count": ("sandbox",),
-    "style": ("sandbox",),
-    "model": ("sandbox",),
+    "size": ("sandbox", "openai"),
+    "count": ("sandbox", "openai", "stability"),
+    "style": ("sandbox", "openai", "stability"),
+    "model": ("sandbox", "openai"),
 }
 
 
@@ -173,7 +175,8 @@ class JobOptions(CamelModel):
         Field(
             pattern=rf"^{_SIDE}x{_SIDE}$",
             description="Image size `WxH`, each side 64 to 2048 pixels; default 512x512. "
-            "Honoured by: sandbox (renders exactly this size).",
+            "Honoured by: sandbox, openai (renders exactly this size; OpenAI takes the sizes "
+            "its model supports).",
         ),
     ] = None
     count: Annotated[
@@ -181,7 +184,8 @@ class JobOptions(CamelModel):
         Field(
             ge=1,
             le=4,
-            description="Images per prompt, 1 to 4. Honoured by: sandbox (one reply with that "
+            description="Images per prompt, 1 to 4. Honoured by: sandbox, openai, stability (one "
+            "reply with that "
             "many different images; the record lists them all).",
         ),
     ] = 1
@@ -189,14 +193,16 @@ class JobOptions(CamelModel):
         str | None,
         Field(
             max_length=100,
-            description="A style hint. Honoured by: sandbox (another picture per style).",
+            description="A style hint. Honoured by: sandbox, openai, stability (another "
+            "picture per style; OpenAI's `style`, Stability's `style_preset`).",
         ),
     ] = None
     model: Annotated[
         str | None,
         Field(
             max_length=100,
-            description="The provider's model. Honoured by: sandbox (another picture per model).",
+            description="The provider's model. Honoured by: sandbox, openai (another picture "
+            "per model; OpenAI's `model`).",
         ),
     ] = None
     #: Answer from the result cache when the same tenant asked the same thing before (within
@@ -244,6 +250,19 @@ def _webhook_target(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
+def check_honoured(provider: str | list[str] | None, options: JobOptions, where: str) -> None:
+    """Refuse (422 naming `<where>.<option>`) an option set for a provider that ignores it."""
+    names = [provider] if isinstance(provider, str) else list(provider or [])
+    for option, honoured in HONOURED_BY.items():
+        if getattr(options, option) == JobOptions.model_fields[option].default:
+            continue
+        for name in names:
+            if name != providers.AUTO and name not in honoured:
+                reason = f"not honoured by {name}; honoured by: {', '.join(honoured)}"
+                field = f"{where}.{option}"
+                raise ValidationError(f"{field} is {reason}", [{"field": field, "reason": reason}])
+
+
 class GenerateRequest(CamelModel):
     """Body of `POST /api/v1/images/generate`."""
 
@@ -253,6 +272,11 @@ class GenerateRequest(CamelModel):
     priority: Priority = Priority.NORMAL
     #: Posted to when the job ends (`job.succeeded`, `job.failed`, `job.canceled`).
     webhook: WebhookTarget | None = None
+
+    @model_validator(mode="after")
+    def _options_honoured(self) -> GenerateRequest:
+        check_honoured(self.provider, self.options, "options")
+        return self
 
 
 class GenerateAccepted(CamelModel):
@@ -386,6 +410,14 @@ class BatchRequest(CamelModel):
     priority: Priority = Priority.NORMAL
     #: Posted to when each job ends and when the whole batch has (`batch.completed`).
     webhook: WebhookTarget | None = None
+
+    @model_validator(mode="after")
+    def _options_honoured(self) -> BatchRequest:
+        for n, item in enumerate(self.items()):
+            where = "options" if item.options is self.options else f"prompts.{n}.options"
+            assert item.options is not None
+            check_honoured(item.provider, item.options, where)
+        return self
 
     def items(self) -> list[BatchItem]:
         """Every prompt as a `BatchItem` with the batch's defaults filled in."""

@@ -209,15 +209,39 @@ def test_a_server_error_is_retried(api: httpx.Client, standins: str) -> None:
 
 def test_stability_job_stores_the_apis_bytes(api: httpx.Client, standins: str) -> None:
     prompt = f"a wide valley {time.time_ns()}"
-    record = run(api, {"prompt": prompt, "provider": "stability", "options": {"size": "1024x576"}})
+    record = run(api, {"prompt": prompt, "provider": "stability", "options": {"style": "anime"}})
     assert record["status"] == "succeeded", record
-    assert image_sha256s(api, record) == [sha(render(ImageSpec(prompt, 768, 432)))]
+    assert image_sha256s(api, record) == [sha(render(ImageSpec(prompt, style="anime")))]
     asked = httpx.get(f"{standins}/_standin/requests").json()[-1]
-    assert (asked["key"], asked["aspect_ratio"], asked["output_format"]) == (
+    assert (asked["key"], asked["style_preset"], asked["output_format"]) == (
         FLEET_STABILITY,
-        "16:9",
+        "anime",
         "png",
     )
+
+
+def test_an_option_the_provider_does_not_honour_is_refused(api: httpx.Client) -> None:
+    for provider, options, field in (
+        ("stability", {"size": "256x256"}, "options.size"),
+        ("stability", {"model": "sd3"}, "options.model"),
+        ("chatgpt", {"count": 2}, "options.count"),
+    ):
+        reply = api.post(
+            "/api/v1/images/generate",
+            json={"prompt": "p", "provider": provider, "options": options},
+        )
+        assert reply.status_code == 422, reply.text
+        (detail,) = reply.json()["error"]["details"]
+        assert detail["field"] == field and provider in detail["reason"]
+    batch = api.post(
+        "/api/v1/images/batch",
+        json={
+            "prompts": ["a", {"prompt": "b", "provider": "gemini"}],
+            "options": {"size": "256x256"},
+        },
+    )
+    assert batch.status_code == 422, batch.text
+    assert batch.json()["error"]["details"][0]["field"] == "options.size"
 
 
 def test_stability_json_answers_decode(standins: str) -> None:
