@@ -210,7 +210,7 @@ async def _reply(
 ) -> AsyncIterator[str]:
     step = replica.step_s
     if fault and fault.kind == "slow":
-        step = fault.retry_after / 5
+        step = fault.retry_after / 4
     for piece in ("Creating ", "image", "…"):
         await asyncio.sleep(step)
         yield "data: " + json.dumps({"type": "delta", "text": piece}) + "\n\n"

@@ -194,7 +194,7 @@ def page_app(replica: Replica = REPLICA) -> FastAPI:
 async def _reply(
     replica: Replica, prompt: str, fault: FaultIn | None, image: str | None
 ) -> AsyncIterator[str]:
-    step = fault.retry_after / 5 if fault and fault.kind == "slow" else replica.step_s
+    step = fault.retry_after / 4 if fault and fault.kind == "slow" else replica.step_s
     yield ")]}'\n"  # Google's JSON-hijacking guard, as the real stream starts
     for piece in ("Sure, ", "here is ", "your image."):
         await asyncio.sleep(step)

@@ -132,6 +132,30 @@ def test_a_refusal_fails_at_once(api: httpx.Client, replicas: Running) -> None:
     assert "policies" in record["error"]["message"]
 
 
+def test_a_slow_reply_is_waited_for(api: httpx.Client, replicas: Running) -> None:
+    fault(replicas, "gemini", "slow", retryAfter=2)  # the reply streams over two seconds
+    prompt = f"take your time {time.time_ns()}"
+    started = time.monotonic()
+    record = run(api, {"prompt": prompt, "provider": "gemini"})
+    assert (record["status"], record["attempts"]) == ("succeeded", 1), record
+    assert time.monotonic() - started >= 2
+    assert stored_sha256(api, record) == [hashlib.sha256(render_png(prompt)).hexdigest()]
+
+
+def test_the_proxy_serves_only_the_replicas_and_images_need_the_session(
+    replicas: Running,
+) -> None:
+    with httpx.Client(proxy=replicas.proxy.url, verify=False, timeout=10) as browser:
+        with pytest.raises(httpx.ProxyError):
+            browser.get("https://example.com/")  # nothing leaves the machine
+        signed_out = browser.get("https://gemini.google.com/app")
+        assert signed_out.status_code == 302  # the first visit signs in by redirect
+        # an image URL without the profile's cookie (or a signature) is refused
+        assert browser.get("https://lh3.google.com/gg/anything=s1024").status_code == 403
+        assert browser.get("https://files.oaiusercontent.com/file-x?sig=y").status_code == 403
+    assert "CONNECT example.com:443" in replicas.proxy.refused
+
+
 def test_a_logged_out_page_parks_the_slot_and_the_job_waits_for_another(
     api: httpx.Client, replicas: Running
 ) -> None:
