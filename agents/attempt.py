@@ -32,7 +32,7 @@ from playwright.async_api import ConsoleMessage, Page
 from agents import capture, chat_tabs
 from agents.slots import PARKING_CODES, RELOAD_EVERY_JOBS, ChatTab, Slot
 from extension_bridge.protocol import ChatTurn, JobProgress, JobRun
-from semantest import attempts, keys, metrics, tracing
+from semantest import attempts, keys, metrics, routing, tracing
 from semantest.chats import SLOT_GONE
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.jobstore import StaleLease, TerminalRecord
@@ -294,9 +294,18 @@ class Attempt:
         # the message already: another attempt could not help.
         retryable = failure.retryable and not self.follow_up
 
+        moved: list[str] = []
+        bad = await routing.degraded(self.runtime.redis) if record.providers else set()
+
         def fail(r: JobRecord) -> None:
+            moved.clear()
             decision = attempts.decide(r, retryable, settings, wait_s=failure.retry_after_s)
             attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
+            target = attempts.fail_over(r, failure.job_code, bad)
+            if target is not None:  # another provider: no reason to wait for this one
+                decision = attempts.Decision(retry=True, delay_s=0)
+                moved.append(target)
+            decided.clear()
             decided.append(decision)
 
         try:
@@ -312,6 +321,10 @@ class Attempt:
             failure.message,
             f"retry in {decision.delay_s} s" if decision.retry else "failed",
         )
+        if moved:
+            log.info("job %s fails over to %s", record.id, moved[0])
+            queue = keys.queue_name(moved[0], record.priority.value)
+            return Outcome("retry", record.id, detail={"failover": queue})
         if decision.retry:
             return Outcome("retry", record.id, delay_s=decision.delay_s)
         return Outcome("failed", record.id, detail={"error": failure.job_code})

@@ -52,9 +52,12 @@ def generate(job_id: str) -> dict[str, Any] | Retry:
     if outcome.kind == "retry":
         # `max` only bounds RQ's own count, which never exceeds ours: the policy decided.
         # A retried job has waited its turn once already: it goes to the front of its queue.
-        return Retry(
+        retry = Retry(
             max=_runtime.settings.max_attempts, interval=outcome.delay_s, enqueue_at_front=True
         )
+        if "failover" in outcome.detail:  # the slot worker moves it to that provider's queue
+            retry.semantest_queue = outcome.detail["failover"]  # type: ignore[attr-defined]
+        return retry
     if outcome.kind == "failed":
         raise attempts.AttemptFailed(f"job {job_id} failed: {outcome.detail}")
     return {"jobId": job_id, "status": outcome.kind, **outcome.detail}

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job
-from rq.registry import clean_registries
+from rq.registry import StartedJobRegistry, clean_registries
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
@@ -181,6 +182,28 @@ class SlotWorker(SimpleWorker):
         with bound(job_id=job.id):  # RQ's lines and the attempt's (it runs in this context)
             self.perform_job(job, queue, execution)
         self.set_state(WorkerStatus.IDLE)
+
+    def handle_job_retry(
+        self,
+        job: Job,
+        queue: Queue,
+        retry: Retry,
+        started_job_registry: StartedJobRegistry,
+        execution: Execution,
+    ) -> None:
+        """RQ's retry, then, for a job failing over to another provider (the attempt chose
+        it: `Retry.semantest_queue`), the move to that provider's queue, at its front."""
+        super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+        target = getattr(retry, "semantest_queue", None)
+        if not target or target == queue.name:
+            return
+        other = Queue(target, connection=self.connection, serializer=self.serializer)
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.key, 0, job.id)
+            pipe.zrem(queue.scheduled_job_registry.key, job.id)
+            pipe.execute()
+        other._enqueue_job(job, at_front=True)  # its slots look within DEQUEUE_POLL_S
+        self.log.info("Worker %s: %s fails over to %s", self.name, job.id, target)
 
     def teardown(self) -> None:
         """Leave the claimers when nothing is claimed (a dead worker's claims are reaped)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 
 from addons import ADDONS_DIR
-from addons.registry import Registry
+from addons.registry import Registry, folder_providers
 from controller import addon_delivery, dashboard, docs, handlers, metrics, openapi
 from controller.audit import AuditSink, AuditTrail
 from controller.middleware import RequestContext
@@ -31,7 +31,7 @@ from controller.routes import (
 from controller.scheduler import RetryScheduler
 from controller.state import AppState, hash_key
 from controller.submission import Submitter
-from semantest import __version__
+from semantest import __version__, providers
 from semantest.config import Settings, get_settings
 from semantest.jobstore import JobStore
 from semantest.redis_clients import async_client, sync_client
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, addons_dir: Path = ADDONS_DI
     `addon_server` passes a project's own).
     """
     settings = settings or get_settings()
+    providers.install(folder_providers(addons_dir))  # the API's provider enum, before any request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

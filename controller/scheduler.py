@@ -7,8 +7,9 @@ fork. The controller runs it instead, inline on a thread, once per second. Sever
 share the work through RQ's own per-queue scheduler locks.
 
 The same loop runs the lease reaper (`semantest.leases`), which re-queues the jobs of agents
-that stopped heart-beating, and once a minute the sweeper that deletes failure evidence past
-`SEMANTEST_ARTIFACT_RETENTION_H` (`controller.routes.artifacts.sweep`).
+that stopped heart-beating, the canaries (`semantest.canaries`), and once a minute the
+sweeper that deletes failure evidence past `SEMANTEST_ARTIFACT_RETENTION_H`
+(`controller.routes.artifacts.sweep`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from redis.asyncio import Redis as AsyncRedis
 from rq.scheduler import RQScheduler
 
 from controller.routes import artifacts
+from controller.submission import Submitter
 from semantest import keys, providers
+from semantest.canaries import Canaries
 from semantest.config import Settings
 from semantest.leases import Reaper
-from semantest.models import Priority
+from semantest.models import JobRecord, Priority
 
 log = logging.getLogger(__name__)
 #: Seconds between two sweeps of expired failure evidence.
@@ -43,10 +46,12 @@ class RetryScheduler:
         interval: int = 1,
         reaper: Reaper | None = None,
         settings: Settings | None = None,
+        canaries: Canaries | None = None,
     ) -> None:
         self._redis = redis
         self._interval = interval
         self._settings = settings
+        self._canaries = canaries
         self._next_sweep = 0.0
         self._providers = providers.names()
         self._scheduler = self._new_scheduler()
@@ -77,6 +82,8 @@ class RetryScheduler:
                 if self._reaper is not None:
                     await self._reaper.reap()
                 await to_thread.run_sync(self.tick)
+                if self._canaries is not None:
+                    await self._canaries.tick()
                 if self._settings is not None and time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + SWEEP_EVERY_S
                     root = self._settings.data_dir / "artifacts"
@@ -93,7 +100,17 @@ class RetryScheduler:
         cls, redis: AsyncRedis, redis_sync: Redis, settings: Settings
     ) -> RetryScheduler:
         """The scheduler with the lease reaper, as the controller runs it."""
-        return cls(redis_sync, reaper=Reaper(redis, redis_sync, settings), settings=settings)
+        submitter = Submitter(redis, settings)
+
+        async def submit(record: JobRecord) -> None:
+            await submitter.submit([record], {"jobId": record.id}, tenant=record.tenant)
+
+        return cls(
+            redis_sync,
+            reaper=Reaper(redis, redis_sync, settings),
+            settings=settings,
+            canaries=Canaries(redis, settings, submit),
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rq-retry-scheduler")

@@ -36,7 +36,7 @@ from rq.serializers import resolve_serializer
 from rq.utils import now, utcformat
 
 from controller.state import AppState
-from semantest import keys, tracing
+from semantest import keys, routing, tracing
 from semantest.config import Settings
 from semantest.errors import Conflict, Unavailable
 from semantest.metrics import observe_final
@@ -174,6 +174,16 @@ class Submitter:
         self._templates: dict[str, dict[str, Any]] = {}
         self._serializer = resolve_serializer(None)
 
+    async def _route(self, records: list[JobRecord]) -> None:
+        """Jobs that name several providers (`auto` or a list) go to the first healthy one
+        with capacity (`semantest.routing`); the rest keep theirs."""
+        if not any(r.providers for r in records):
+            return
+        bad, room = await routing.degraded(self.redis), await routing.capacity(self.redis)
+        for record in records:
+            if record.providers:
+                record.provider = routing.pick(record.providers, bad, room)
+
     async def submit(
         self,
         records: list[JobRecord],
@@ -190,6 +200,7 @@ class Submitter:
         `Conflict` for the key with another request or a duplicate id, `Unavailable` when a
         lane is full. `slot_worker` queues every job for that slot only (chat follow-ups).
         """
+        await self._route(records)
         await self._fill_from_cache(records)
         leaders: dict[str, str] = {}
         key_list: list[str] = [

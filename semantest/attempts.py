@@ -12,8 +12,10 @@ own: jobs are enqueued without an RQ `Retry`; an attempt that should run again r
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from semantest import routing
 from semantest.config import Settings
 from semantest.models import AttemptEntry, JobError, JobRecord, JobStatus
 
@@ -85,6 +87,38 @@ def record_failure(
     else:
         record.status = JobStatus.FAILED
         record.finished_at = time.time()
+
+
+#: Failures of the provider rather than of our agent: a job with other candidate providers
+#: fails over to the next one (`semantest.routing`).
+PROVIDER_FAULTS = frozenset(
+    {
+        "PROVIDER_RATE_LIMITED",
+        "PROVIDER_LOGGED_OUT",
+        "PROVIDER_ERROR",
+        "TIMEOUT",
+        "PAGE_CHANGED",
+        "COMPOSER_STUCK",
+        "IMAGE_LOAD_FAILED",
+        "CAPTURE_FAILED",
+    }
+)
+
+
+def fail_over(record: JobRecord, code: str, degraded: Collection[str]) -> str | None:
+    """After `record_failure`: a retrying job with candidate providers moves to the next one
+    not tried yet and not degraded (its record's `provider` changes); the new provider, or None
+    when the job stays where it is."""
+    if record.status is not JobStatus.RETRYING or not record.providers:
+        return None
+    if code not in PROVIDER_FAULTS:
+        return None
+    tried = {entry.provider for entry in record.attempt_history}
+    target = routing.next_candidate(record.providers, tried, degraded)
+    if target is None or target == record.provider:
+        return None
+    record.provider = target
+    return target
 
 
 def requeue_uncharged(record: JobRecord, reason: str) -> None:

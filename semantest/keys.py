@@ -238,3 +238,13 @@ METRICS_TARGETS = f"{PREFIX}:metrics:targets"
 def job_trace(job_id: str) -> str:
     """A job's trace context (W3C `traceparent`), written at submit only while tracing is on."""
     return f"{PREFIX}:job:{job_id}:trace"
+
+
+def provider_health(provider: str) -> str:
+    """Hash: a provider's health as its canaries found it (`status` ok|degraded, `since`,
+    `failures` in a row, `reason`, `canaryJob`, `canaryAt`); see `semantest/canaries.py`."""
+    return f"{PREFIX}:provider:{provider}:health"
+
+
+#: Lock one controller holds while it runs the canaries (SET NX PX).
+CANARY_LOCK = f"{PREFIX}:canaries:lock"

@@ -1,16 +1,21 @@
 """Which provider runs a job: one named, `"auto"`, or a list in order of preference.
 
-The submission takes the first candidate that is healthy (not `degraded` by its canaries)
-and has capacity (a live slot for it, or an API provider); a retryable failure later moves
-the job to the next candidate (failover, `semantest.attempts`). Pure functions: the callers
-bring what they read from Redis.
+The submission takes the first candidate that is healthy (not `degraded` by its canaries,
+`semantest.canaries`) and has capacity (a live agent slot for it that is not parked); a
+retryable provider failure later moves the job to the next candidate not tried yet
+(`semantest.attempts.fail_over`). The pure functions decide; `degraded()` and `capacity()`
+read what they need from Redis.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 
-from semantest import providers
+from redis.asyncio import Redis
+
+from semantest import keys, providers
+from semantest.fleet import heartbeat_records
 
 
 def candidates(choice: str | Sequence[str]) -> list[str]:
@@ -40,3 +45,27 @@ def next_candidate(
         if p not in tried and p not in degraded:
             return p
     return None
+
+
+async def degraded(redis: Redis) -> set[str]:
+    """The providers whose canaries mark them degraded now."""
+    names = providers.names()
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hget(keys.provider_health(name), "status")
+        states = await pipe.execute()
+    return {n for n, s in zip(names, states, strict=True) if s in (b"degraded", "degraded")}
+
+
+async def capacity(redis: Redis) -> set[str]:
+    """The providers with a live, unparked agent slot (API providers: a live API worker's)."""
+    found: set[str] = set()
+    for raw in (await heartbeat_records(redis)).values():
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            continue
+        for slot in beat.get("slots") or []:
+            if slot.get("state") != "parked" and slot.get("provider"):
+                found.add(str(slot["provider"]))
+    return found

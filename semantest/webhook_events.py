@@ -53,6 +53,10 @@ class EventType(str, Enum):
     JOB_FAILED = "job.failed"
     JOB_CANCELED = "job.canceled"
     BATCH_COMPLETED = "batch.completed"
+    #: To the admin tenant: a provider's canaries failed (`semantest.canaries`) ...
+    PROVIDER_DEGRADED = "provider.degraded"
+    #: ... and passed again.
+    PROVIDER_RECOVERED = "provider.recovered"
 
 
 class WebhookEvent(CamelModel):
@@ -151,6 +155,26 @@ async def _announce(redis: Redis, record: JobRecord) -> None:
         await emit(redis, event)
     if batch is not None:
         await _count_towards_batch(redis, record, batch, batch_target)
+
+
+async def announce_provider(redis: Redis, provider: str, change: str, data: dict[str, Any]) -> None:
+    """Tell the admin tenant's webhook that `provider` is `degraded` or `recovered` (its
+    default URL; nothing without one). Never raises: the health is recorded either way."""
+    try:
+        url = await _target_url(redis, ADMIN_TENANT, None)
+        if url is None:
+            return
+        at = int(float(data.get("at") or time.time()) * 1000)
+        event = WebhookEvent(
+            id=f"evt_provider_{provider}_{change}_{at}",
+            type=EventType(f"provider.{change}"),
+            tenant=ADMIN_TENANT,
+            url=url,
+            data=data,
+        )
+        await emit(redis, event)
+    except Exception:
+        log.exception("provider %s %s: could not emit its webhook event", provider, change)
 
 
 async def _count_towards_batch(

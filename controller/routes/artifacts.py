@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from controller.auth import JobsRead
-from controller.openapi import responses
+from controller.openapi import responses, success
 from controller.ratelimit import LimitedRoute, limit, rate_limited
 from controller.state import AppState, State
 from semantest.errors import JobNotFound, NotFound
@@ -73,11 +73,37 @@ async def _own_record(state: AppState, job_id: str, tenant: str) -> JobRecord:
     return record
 
 
+_BASE = "http://127.0.0.1:8000/api/v1/jobs/0f3c2a9e8b7d4c1a9e2f6b5d4c3a2b1e/artifacts"
+_LISTED = {
+    "jobId": "0f3c2a9e8b7d4c1a9e2f6b5d4c3a2b1e",
+    "artifacts": [
+        {
+            "attempt": 1,
+            "name": "screenshot",
+            "file": "screenshot.png",
+            "url": f"{_BASE}/1/screenshot.png",
+            "contentType": "image/png",
+            "bytes": 18234,
+        },
+        {
+            "attempt": 1,
+            "name": "state",
+            "file": "state.json",
+            "url": f"{_BASE}/1/state.json",
+            "contentType": "application/json",
+            "bytes": 512,
+        },
+    ],
+}
+
+
 @router.get(
     "/jobs/{job_id}/artifacts",
     response_model=ArtifactList,
     response_model_by_alias=True,
-    responses=responses(401, 404, example_code="JOB_NOT_FOUND") | rate_limited(),
+    responses=success(200, _LISTED, description="Every failed attempt's evidence.")
+    | responses(401, 404, example_code="JOB_NOT_FOUND")
+    | rate_limited(),
     dependencies=[limit()],
 )
 async def list_artifacts(job_id: str, caller: JobsRead, state: State) -> ArtifactList:
@@ -113,7 +139,16 @@ def _number(path: Path) -> int:
 @router.get(
     "/jobs/{job_id}/artifacts/{attempt}/{file}",
     response_class=FileResponse,
-    responses=responses(401, 404, example_code="JOB_NOT_FOUND") | rate_limited(),
+    responses=success(
+        200,
+        '{"error": {"code": "CONTENT_REFUSED", "message": "…"}, "retryAfterS": null}',
+        description="The file: a PNG screenshot, the DOM as text, the console log as text, or "
+        "the addon's state as JSON.",
+        media_type="application/octet-stream",
+        schema={"type": "string", "format": "binary"},
+    )
+    | responses(401, 404, example_code="JOB_NOT_FOUND")
+    | rate_limited(),
     dependencies=[limit()],
 )
 async def get_artifact(

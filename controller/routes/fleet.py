@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 from controller.auth import AdminCaller
 from controller.openapi import success
 from controller.state import State
-from semantest import keys
+from semantest import canaries, keys
+from semantest.canaries import ProviderHealth
 from semantest.fleet import (
     AddonInUse,
     AgentHeartbeat,
@@ -90,6 +91,8 @@ class Fleet(CamelModel):
     totals: FleetTotals
     #: When this was read (unix seconds).
     at: float
+    #: Each provider's health as its canaries found it (`ok`, `degraded`, `unknown`).
+    providers: dict[str, ProviderHealth] = Field(default_factory=dict)
 
 
 class Pressure(CamelModel):
@@ -226,7 +229,8 @@ def totals_of(agents: list[AgentHeartbeat]) -> FleetTotals:
 async def fleet(_caller: AdminCaller, state: State) -> Fleet:
     """Every live agent with its slots (state, job, parked reason, account), and totals."""
     agents = await live_agents(state.redis)
-    return Fleet(agents=agents, totals=totals_of(agents), at=time.time())
+    health = await canaries.health(state.redis)
+    return Fleet(agents=agents, totals=totals_of(agents), at=time.time(), providers=health)
 
 
 @router.get(

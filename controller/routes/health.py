@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from controller.openapi import success
 from controller.state import State
-from semantest import keys
+from semantest import canaries, keys
 from semantest.models import KNOWN_PROVIDERS, Priority
 
 router = APIRouter(tags=["health"])
@@ -30,6 +30,19 @@ _HEALTH_SCHEMA = {
         },
         "agents": {"type": "integer", "description": "Live agents (absent when Redis is down)."},
         "storage": {"type": "string", "description": "`ok` or `error: <why>`."},
+        "providers": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded", "unknown"]},
+                    "since": {"type": ["number", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                },
+            },
+            "description": "Each provider's health as its canaries found it: `degraded` "
+            "providers get no `auto` or list jobs (absent when Redis is down).",
+        },
         "runId": {
             "type": "string",
             "description": "The id `semantest up` gave this run of the stack (absent otherwise): "
@@ -72,6 +85,10 @@ async def health(state: State) -> JSONResponse:
             name: int(counts[2 * i]) + int(counts[2 * i + 1] or 0) for i, name in enumerate(queues)
         }
         checks["agents"] = replies[-1]
+        checks["providers"] = {
+            name: h.model_dump(mode="json", by_alias=True, include={"status", "since", "reason"})
+            for name, h in (await canaries.health(state.redis)).items()
+        }
     except (RedisError, OSError) as exc:
         checks["redis"] = f"error: {type(exc).__name__}"
     checks["storage"] = await state.storage.check()

@@ -131,7 +131,8 @@ def test_fleet_lists_live_agents_with_slots_and_totals(client: httpx.Client, fle
     a = fleet.beat([SlotState.BUSY, SlotState.IDLE, SlotState.PARKED])
     b = fleet.beat([SlotState.DRAINING], state=AgentState.DRAINING)
     body, agents = get_fleet(client, fleet.ids)
-    assert set(body) == {"agents", "totals", "at"}
+    assert set(body) == {"agents", "totals", "at", "providers"}
+    assert body["providers"]["sandbox"]["status"] in ("ok", "degraded", "unknown")
     assert abs(body["at"] - time.time()) < 5
     assert [x["id"] for x in agents] == sorted([a, b])
     first = next(x for x in agents if x["id"] == a)
