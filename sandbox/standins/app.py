@@ -13,14 +13,16 @@
   "errors": [...]}`: 401 `unauthorized`, 429 `rate_limit_exceeded`, 403 `content_moderation`.
 
 Both take `Authorization: Bearer <key>` and accept only the keys they were created with.
-Faults for tests: `POST /_standin/faults {"kind": "ratelimit" | "refusal" | "server",
-"count", "retryAfter"}` makes the next `count` generations (of either API) fail that way;
+Faults for tests: `POST /_standin/faults {"kind": "ratelimit" | "refusal" | "server" | "slow",
+"count", "retryAfter"}` makes the next `count` generations (of either API) fail that way (`slow`:
+answer after `retryAfter` seconds);
 a prompt containing `[standin:refuse]` is always refused. `GET /_standin/requests` lists what
 was asked (provider, key, prompt, fields), so tests can see which key and options arrived.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
@@ -50,7 +52,7 @@ ASPECT_RATIOS = {
 class FaultIn(BaseModel):
     """Body of `POST /_standin/faults`."""
 
-    kind: Literal["ratelimit", "refusal", "server"]
+    kind: Literal["ratelimit", "refusal", "server", "slow"]
     count: Annotated[int, Field(ge=0, le=1000)] = 1
     retry_after: Annotated[int, Field(ge=0, le=3600, alias="retryAfter")] = 1
 
@@ -140,6 +142,8 @@ def create_app(keys: dict[str, set[str]]) -> FastAPI:
                 "invalid_api_key",
             )
         fault = next_fault()
+        if fault and fault.kind == "slow":
+            await asyncio.sleep(fault.retry_after)
         if fault and fault.kind == "ratelimit":
             return _openai_error(
                 429,

@@ -185,6 +185,26 @@ def test_a_429_is_retried_after_its_retry_after(api: httpx.Client, standins: str
     assert image_sha256s(api, record) == [sha(render(ImageSpec(prompt, model=MODEL)))]
 
 
+def test_a_running_request_is_canceled_and_frees_its_slot(api: httpx.Client, standins: str) -> None:
+    fault = {"kind": "slow", "count": 1, "retryAfter": 6}
+    assert httpx.post(f"{standins}/_standin/faults", json=fault).status_code == 200
+    job_id = api.post(
+        "/api/v1/images/generate", json={"prompt": "never mind", "provider": "openai"}
+    ).json()["jobId"]
+    deadline = time.monotonic() + 10
+    while api.get(f"/api/v1/images/status/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code in (200, 202)
+    prompt = f"right after {time.time_ns()}"
+    record = run(api, {"prompt": prompt, "provider": "openai"})  # the worker's one slot
+    assert record["status"] == "succeeded", record
+    assert time.monotonic() - started < 5  # not after the 6 s request
+    canceled = api.get(f"/api/v1/images/status/{job_id}").json()
+    assert (canceled["status"], canceled["images"]) == ("canceled", [])
+
+
 def test_a_content_policy_refusal_fails_at_once(api: httpx.Client) -> None:
     for provider in ("openai", "stability"):
         record = run(api, {"prompt": "[standin:refuse] something", "provider": provider})
