@@ -3,8 +3,8 @@
 // change that keeps any one of them keeps the driver working. When ChatGPT changes its page,
 // this table is the only thing to edit (and the replica, sandbox/replicas/chatgpt.py).
 const SELECTORS = {
-  composer: ["#prompt-textarea[contenteditable='true']", "div.ProseMirror[contenteditable='true']", "textarea#prompt-textarea"],
-  send: ["button[data-testid='send-button']", "button#composer-submit-button[aria-label*='Send']", "button[data-testid='composer-send-button']"],
+  composer: ["#prompt-textarea[contenteditable='true']", "div.ProseMirror[contenteditable='true']", "form [contenteditable='true'][role='textbox']"],
+  send: ["button[data-testid='send-button']", "button[data-testid='composer-send-button']", "button#composer-submit-button[aria-label*='Send']", "button[aria-label='Send prompt']"],
   stop: ["button[data-testid='stop-button']", "button[aria-label*='Stop']"],
   assistantTurn: ["[data-message-author-role='assistant']", "[data-testid^='conversation-turn-'] .agent-turn"],
   image: ["img[alt*='Generated image']", "img[src*='oaiusercontent']", "img[src*='sdmntpr']", "img[src^='blob:']"],

@@ -9,6 +9,8 @@
 // - kit.loaded(img, deadline, signal): resolves once the image has loaded with a size;
 // - kit.waitSeconds(text): the wait a rate-limit notice names ("in 2 minutes", "in 30 s");
 // - kit.deadlineOf(options, fallbackMs): the job's deadline (options.timeoutMs) as a time.
+// Its own matches are its dependents' sites: it is registered on its own there as well, which
+// is harmless (providing again hands out the same functions).
 (() => {
   const fail = (code, message, retryable) => SemantestAddon.error(code, message, retryable);
 
