@@ -23,12 +23,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import Field
 from redis.asyncio import Redis
 
 from semantest import keys, providers, routing, webhook_events
 from semantest.config import Settings
 from semantest.jobstore import JobStore
-from semantest.models import CamelModel, JobRecord, JobStatus, Priority
+from semantest.models import EPOCH, CamelModel, JobRecord, JobStatus, Priority
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,15 @@ class ProviderHealth(CamelModel):
 
     #: `ok`, `degraded`, or `unknown` (no canary has ended yet).
     status: str = "unknown"
-    #: When the status last changed (unix seconds).
-    since: float | None = None
+    #: When the status last changed.
+    since: float | None = Field(default=None, description=EPOCH)
     #: Failed canaries in a row.
     failures: int = 0
     #: Why it is degraded: the last failed canary's error.
     reason: str | None = None
     #: The last canary job and when it was submitted.
     canary_job: str | None = None
-    canary_at: float | None = None
+    canary_at: float | None = Field(default=None, description=EPOCH)
 
 
 def _text(value: Any) -> str:
