@@ -144,6 +144,13 @@ def _present(event: WebhookEvent, settings: Settings) -> dict[str, object]:
     records = data.get("jobs") if event.type is EventType.BATCH_COMPLETED else [data]
     storage = _storage(settings)
     for record in records if isinstance(records, list) else []:
+        # failure evidence as the API serves it: URLs, never the server's paths
+        base = f"{settings.controller_url}/api/v1/jobs/{record.get('id')}/artifacts"
+        kept = record.get("artifacts") or {}
+        record["artifacts"] = {name: f"{base}/{where}" for name, where in kept.items()}
+        for entry in record.get("attemptHistory") or []:
+            evidence = entry.get("evidence") or {}
+            entry["evidence"] = {name: f"{base}/{where}" for name, where in evidence.items()}
         for image in record.get("images") or []:
             # the rule of controller.records.image_url: a CDN's URL, else the controller's
             image["url"] = (

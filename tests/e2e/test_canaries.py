@@ -8,6 +8,7 @@ refused, which is what a provider that stopped working looks like to a canary.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -117,3 +118,16 @@ def test_canaries_are_not_the_admin_tenants_jobs(api: httpx.Client) -> None:
     until(lambda: sandbox_health(api)["status"] in ("ok", "degraded"))
     listed = api.get("/api/v1/jobs").json()["jobs"]
     assert not any(j["prompt"].startswith("Semantest canary") for j in listed)
+
+
+def test_a_failed_jobs_webhook_carries_evidence_urls(api: httpx.Client, receiver: Receiver) -> None:
+    hook = f"/failed-{uuid.uuid4().hex[:6]}"
+    body = {"prompt": "refused [sandbox:refuse]", "webhook": {"url": receiver.url(hook)}}
+    job_id = api.post("/api/v1/images/generate", json=body).json()["jobId"]
+    [got] = receiver.wait(hook, 1, timeout=60)
+    data = json.loads(got.body)["data"]
+    assert data["id"] == job_id and data["error"]["code"] == "CONTENT_REFUSED"
+    shot = data["artifacts"]["screenshot"]
+    assert shot.startswith("http") and shot.endswith(f"/jobs/{job_id}/artifacts/1/screenshot.png")
+    assert data["attemptHistory"][0]["evidence"]["dom"].startswith("http")
+    assert api.get(shot).content[:4] == b"\x89PNG"
