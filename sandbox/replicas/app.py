@@ -9,14 +9,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
 from starlette.routing import Host
 
 from sandbox.replicas import chatgpt, gemini
 from sandbox.replicas.net import Proxy, make_certificate
 from sandbox.replicas.state import FaultIn, Replica
+
+
+class VariantIn(BaseModel):
+    """Body of `PUT /_replica/<name>/variant`: the markup pages load from now on."""
+
+    variant: Literal["current", "legacy"]
+
 
 REPLICAS: dict[str, Replica] = {"chatgpt": chatgpt.REPLICA, "gemini": gemini.REPLICA}
 HOSTS = [h for r in REPLICAS.values() for h in (r.page_host, r.image_host)]
@@ -41,6 +50,15 @@ def create_app() -> FastAPI:
     async def clear(name: str) -> dict[str, int]:
         replica(name).clear()
         return {"pending": 0}
+
+    @app.put("/_replica/{name}/variant")
+    async def variant(name: str, body: VariantIn) -> dict[str, str]:
+        replica(name).variant = body.variant
+        return {"variant": body.variant}
+
+    @app.get("/_replica/{name}/pages")
+    async def pages(name: str) -> list[str]:
+        return replica(name).pages
 
     @app.get("/_replica/{name}/prompts")
     async def prompts(name: str) -> list[str]:

@@ -9,7 +9,9 @@ streams; turns are `article[data-testid=conversation-turn-N]` holding
 `[data-message-author-role=user|assistant]`; an image reply ends with
 `<img alt="Generated image: …">` from the image host; notices are
 `[data-testid=message-error]` blocks in the turn; a logged-out page has
-`button[data-testid=login-button]` and no composer. The conversation API streams Server-Sent
+`button[data-testid=login-button]` and no composer. The `legacy` variant (`PUT
+/_replica/chatgpt/variant`) serves older markup: no composer id, the `composer-send-button` test
+id, a stop button known only by its label; the addon's fallback selectors must drive it. The conversation API streams Server-Sent
 Events (`data: {...}` lines, then `data: [DONE]`) as the real `backend-api/conversation` does.
 """
 
@@ -42,7 +44,9 @@ _SCRIPT = r"""
   function button(kind) {
     const b = document.createElement("button");
     b.id = "composer-submit-button";
-    b.dataset.testid = kind === "send" ? "send-button" : "stop-button";
+    // the legacy markup: the older send test id, and a stop button known only by its label
+    if (!LEGACY) b.dataset.testid = kind === "send" ? "send-button" : "stop-button";
+    else if (kind === "send") b.dataset.testid = "composer-send-button";
     b.setAttribute("aria-label", kind === "send" ? "Send prompt" : "Stop streaming");
     b.className = "composer-submit-btn";
     b.textContent = kind === "send" ? "↑" : "■";
@@ -152,7 +156,7 @@ _PAGE = """<!doctype html>
 <div id="prompt-textarea" contenteditable="true" translate="no" role="textbox"
  class="ProseMirror" aria-label="Message ChatGPT"></div>
 <div id="composer-actions"></div></form></div>
-<script>__SCRIPT__</script></body></html>"""
+<script>const LEGACY = __LEGACY__;__SCRIPT__</script></body></html>"""
 
 _LOGGED_OUT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ChatGPT</title></head>
@@ -185,7 +189,15 @@ def page_app(replica: Replica = REPLICA) -> FastAPI:
             return HTMLResponse(_LOGGED_OUT)
         if not replica.signed_in(request):
             return replica.sign_in(request)
-        return HTMLResponse(_PAGE.replace("__SCRIPT__", _SCRIPT))
+        page = _PAGE.replace("__SCRIPT__", _SCRIPT)
+        legacy = replica.variant == "legacy"
+        replica.pages.append(replica.variant)
+        if legacy:  # no id on the composer
+            page = page.replace('<div id="prompt-textarea" ', "<div ")
+            page = page.replace(
+                'getElementById("prompt-textarea")', 'querySelector(".ProseMirror")'
+            )
+        return HTMLResponse(page.replace("__LEGACY__", "true" if legacy else "false"))
 
     @app.post("/backend-api/conversation")
     async def conversation(request: Request) -> Response:

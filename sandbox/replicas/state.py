@@ -45,6 +45,11 @@ class Replica:
     #: Generated images by id: their bytes and the session they were made for.
     images: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     logged_out: bool = False
+    #: Which markup the page serves: `current`, or `legacy` (older attribute names, which the
+    #: addon's fallback selectors must still find).
+    variant: str = "current"
+    #: The variant of each chat page served, in order (tests read it).
+    pages: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
 
     def next_fault(self) -> FaultIn | None:
@@ -57,9 +62,10 @@ class Replica:
         return self.faults[0]
 
     def clear(self) -> None:
-        """No pending faults, and signed in again on the next visit."""
+        """No pending faults, the current markup, and signed in again on the next visit."""
         self.faults.clear()
         self.logged_out = False
+        self.variant = "current"
 
     def signed_in(self, request: Request) -> bool:
         """Whether the request carries a live session of the page host."""

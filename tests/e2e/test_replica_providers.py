@@ -124,6 +124,27 @@ def test_a_rate_limit_notice_is_retried_after_its_wait(
     assert stored_sha256(api, record) == [hashlib.sha256(render_png(prompt)).hexdigest()]
 
 
+def test_after_the_page_changes_the_fallback_selectors_still_drive_it(
+    api: httpx.Client, replicas: Running
+) -> None:
+    # The first attempt meets a rate-limit notice on the current page; the slot then opens the
+    # page afresh for the retry, and ChatGPT now serves its legacy markup.
+    fault(replicas, "chatgpt", "ratelimit", retryAfter=1)
+    control = f"{replicas.control_url}/_replica/chatgpt/variant"
+    assert httpx.put(control, json={"variant": "legacy"}, verify=False).status_code == 200
+    prompt = f"a lantern on the quay {time.time_ns()}"
+    served = len(httpx.get(f"{replicas.control_url}/_replica/chatgpt/pages", verify=False).json())
+    record = run(api, {"prompt": prompt, "provider": "chatgpt"})
+    assert (record["status"], record["attempts"]) == ("succeeded", 2), record
+    pages = httpx.get(f"{replicas.control_url}/_replica/chatgpt/pages", verify=False).json()
+    # the retry's page was the legacy one (a slot tidying itself afterwards may load another)
+    assert pages[served:] and set(pages[served:]) == {"legacy"}, pages
+    assert stored_sha256(api, record) == [hashlib.sha256(render_png(prompt)).hexdigest()]
+    # it was the legacy page: the evidence of the first attempt shows the current one
+    first = api.get(f"/api/v1/jobs/{record['id']}/artifacts/1/dom.html").text
+    assert 'id="prompt-textarea"' in first
+
+
 def test_a_refusal_fails_at_once(api: httpx.Client, replicas: Running) -> None:
     fault(replicas, "gemini", "refusal")
     record = run(api, {"prompt": f"something refused {time.time_ns()}", "provider": "gemini"})
