@@ -30,6 +30,7 @@ from semantest.cli_jobs import (
     AsJson,
     Url,
     _explain,
+    client_command,
     err,
 )
 from semantest.client_calls import API, DEFAULT_URL, auth_headers, connection
@@ -45,10 +46,10 @@ app = typer.Typer(
     short_help="List, publish, promote and roll back addons.",
 )
 
-Channel = Annotated[str, typer.Option("--channel", help="stable or beta.")]
+Channel = Annotated[str, typer.Option("--channel", help="The channel: stable or beta.")]
 
 
-@app.command("list")
+@client_command(app, "list")
 def list_addons(
     channel: Channel = "stable",
     as_json: AsJson = False,
@@ -73,7 +74,7 @@ def list_addons(
         typer.echo("  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[3]]))
 
 
-@app.command()
+@client_command(app)
 def publish(
     folder: Annotated[Path, typer.Argument(help="The addon's folder (addon.json and its files).")],
     as_json: AsJson = False,
@@ -101,7 +102,7 @@ def publish(
     _channels(answer["channels"])
 
 
-@app.command()
+@client_command(app)
 def promote(
     addon_id: Annotated[str, typer.Argument(help="The addon id.")],
     version: Annotated[str, typer.Argument(help="A published version.")],
@@ -120,7 +121,7 @@ def promote(
     _channels(answer["channels"])
 
 
-@app.command()
+@client_command(app)
 def rollback(
     addon_id: Annotated[str, typer.Argument(help="The addon id.")],
     channel: Channel = "stable",

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -86,11 +86,27 @@ CLIENT_ENV = """Environment: SEMANTEST_URL (the controller, default http://127.0
 SEMANTEST_API_KEY, else SEMANTEST_ADMIN_KEY, when --url and --api-key are not given."""
 
 
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., None])
+
+
+def client_command(
+    app: typer.Typer, name: str | None = None
+) -> Callable[[CommandFunction], CommandFunction]:
+    """`app.command` for a command that calls the API: its help ends with what it reads."""
+
+    def add(function: CommandFunction) -> CommandFunction:
+        doc = inspect.cleandoc(function.__doc__ or "")
+        help_text = f"{doc}\n\n{CLIENT_ENV}"
+        app.command(name, help=help_text, short_help=doc.split("\n\n")[0])(function)
+        return function
+
+    return add
+
+
 def register(app: typer.Typer) -> None:
     """Add the job commands to the `semantest` app, each help ending with what it reads."""
     for command in (submit, batch, status, wait, cancel):
-        doc = inspect.cleandoc(command.__doc__ or "")
-        app.command(help=f"{doc}\n\n{CLIENT_ENV}", short_help=doc.split("\n\n")[0])(command)
+        client_command(app)(command)
 
 
 def submit(

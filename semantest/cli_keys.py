@@ -12,22 +12,29 @@ Exit codes: 0 done, 2 bad usage, 3 the controller refused the request or could n
 from __future__ import annotations
 
 import datetime
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import httpx
 import typer
 
 from semantest.admin_models import KeyCreated, KeyInfo, KeyList
 from semantest.api_keys import DEFAULT_SCOPES
-from semantest.cli_jobs import CLIENT_ENV, EXIT_REFUSED, ApiKey, AsJson, Url, _explain, err
+from semantest.cli_jobs import (
+    CLIENT_ENV,
+    EXIT_REFUSED,
+    ApiKey,
+    AsJson,
+    CommandFunction,
+    Url,
+    _explain,
+    client_command,
+    err,
+)
 from semantest.client_calls import API, DEFAULT_URL, auth_headers, connection
 from semantest.client_replies import connection_failed, error_from, parse
 from semantest.errors import SemantestError
-
-CommandFunction = TypeVar("CommandFunction", bound=Callable[..., None])
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -56,15 +63,7 @@ Scopes = Annotated[
 
 
 def _command(name: str | None = None) -> Callable[[CommandFunction], CommandFunction]:
-    """`app.command`, with the environment the command reads at the end of its help."""
-
-    def register(function: CommandFunction) -> CommandFunction:
-        doc = inspect.cleandoc(function.__doc__ or "")
-        help_text = f"{doc}\n\n{CLIENT_ENV}"
-        app.command(name, help=help_text, short_help=doc.split("\n\n")[0])(function)
-        return function
-
-    return register
+    return client_command(app, name)
 
 
 @_command()
