@@ -19,22 +19,20 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
 import time
 
 import httpx
-from rq import Queue
 
-from agents import cancels, jobs
+from agents import cancels
 from agents.api_providers import API_PROVIDERS, ApiProvider, api_key, build
 from agents.attempt import Outcome
 from agents.capture import store_image
 from agents.runtime import AgentRuntime, tree_memory
 from agents.slots import Slot
-from agents.worker import SlotWorker, _supervise, _work, process_age_s
+from agents.worker import process_age_s, serve_runtime
 from browser_profiles.budget import AccountBudget
 from semantest import attempts, keys, metrics, tracing
 from semantest.config import Settings, get_settings
@@ -43,7 +41,7 @@ from semantest.fleet import AgentHeartbeat, AgentState, SlotState
 from semantest.jobstore import JobStore, StaleLease, TerminalRecord
 from semantest.logs import bind, configure_logging
 from semantest.models import ImageRecord, JobRecord, JobStatus, Stage
-from semantest.redis_clients import async_client, sync_client
+from semantest.redis_clients import async_client
 from semantest.storage import LocalStorage, storage_from_settings
 
 log = logging.getLogger(__name__)
@@ -311,36 +309,9 @@ def run_api_worker(settings: Settings, name: str | None, provider: str) -> int:
     bind(agent=agent_id)
     tracing.setup(settings, "semantest-api-worker")
     boot = secrets.token_hex(4)
-    stop: list[str] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
-    signal.signal(signal.SIGINT, lambda *_: stop.append("SIGINT"))
-    runtime = ApiRuntime(settings, agent_id, boot, provider)
-    try:
-        runtime.start(started)
-    except BaseException:
-        runtime.stop()
-        raise
-    jobs.install(runtime)
-    metrics.AGENT_STARTS.labels(provider).inc()
-    metrics.serve(settings, "agent", agent_id)
-    names = [keys.queue_name(provider, lane) for lane in keys.LANES]
-    threads = []
-    for slot in runtime.slots:
-        redis = sync_client(settings.redis_url)
-        worker = SlotWorker(
-            [Queue(n, connection=redis) for n in names],
-            connection=redis,
-            name=f"{slot.name}@{boot}",
-            runtime=runtime,
-            slot=slot.index,
-        )
-        threads.append(threading.Thread(target=_work, args=(worker,), daemon=True))
-    for thread in threads:
-        thread.start()
-    code = _supervise(settings, runtime, threads, stop)
-    runtime.stop()
-    log.info("API worker %s stopped after %d jobs (exit %d)", agent_id, runtime.jobs_done, code)
-    return code
+    return serve_runtime(
+        settings, lambda: ApiRuntime(settings, agent_id, boot, provider), started, kind="API worker"
+    )
 
 
 def main() -> None:

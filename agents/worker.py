@@ -26,6 +26,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,15 +238,32 @@ def run_agent(
     bind(agent=agent_id)
     tracing.setup(settings, "semantest-agent")
     boot = secrets.token_hex(4)
+    return serve_runtime(
+        settings,
+        lambda: AgentRuntime(settings, agent_id, boot, provider, early),
+        started,
+        kind="agent",
+    )
+
+
+def serve_runtime(
+    settings: Settings, make: Callable[[], AgentRuntime], started: float, kind: str
+) -> int:
+    """Run one process's slots (a browser agent or an API worker) until told to stop.
+
+    Signals are taken before the runtime starts; each slot gets an RQ worker on its own
+    thread, and the main thread supervises them (`_supervise`). Returns the exit code.
+    """
     stop: list[str] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop.append("SIGINT"))
-    runtime = AgentRuntime(settings, agent_id, boot, provider, early)
+    runtime = make()
     try:
         runtime.start(started)
     except BaseException:
         runtime.stop()
         raise
+    provider, agent_id = runtime.provider, runtime.agent_id
     jobs.install(runtime)
     metrics.AGENT_STARTS.labels(provider).inc()
     metrics.AGENT_COLD_START.labels(provider).observe(runtime.ready_after_s or 0.0)
@@ -253,12 +271,12 @@ def run_agent(
     queue_names = [keys.queue_name(provider, lane) for lane in keys.LANES]  # high first
     threads: list[threading.Thread] = []
     for slot in runtime.slots:
-        redis = sync_client(settings.redis_url)
+        redis = sync_client(settings.redis_url or "")
         queues = [Queue(n, connection=redis) for n in queue_names]
         worker = SlotWorker(
             queues,
             connection=redis,
-            name=f"{slot.name}@{boot}",
+            name=f"{slot.name}@{runtime.boot}",
             runtime=runtime,
             slot=slot.index,
         )
@@ -269,7 +287,7 @@ def run_agent(
         thread.start()
     code = _supervise(settings, runtime, threads, stop)
     runtime.stop()
-    log.info("agent %s stopped after %d jobs (exit %d)", agent_id, runtime.jobs_done, code)
+    log.info("%s %s stopped after %d jobs (exit %d)", kind, agent_id, runtime.jobs_done, code)
     return code
 
 
