@@ -17,21 +17,19 @@ from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
     StringConstraints,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
 from semantest import providers
 from semantest.errors import ValidationError
+from semantest.providers import ProviderChoice as ProviderChoice  # re-exported
+from semantest.providers import ProviderName as ProviderName  # re-exported
 
 
 class Provider(str, Enum):
@@ -46,51 +44,6 @@ class Provider(str, Enum):
 
 #: The provider every build has; the live list is `semantest.providers.names()`.
 KNOWN_PROVIDERS = (providers.DEFAULT_PROVIDER,)
-
-
-class _ProviderEnumSchema:
-    """Shows the known providers as the schema's enum, read when the schema is generated."""
-
-    def __init__(self, choice: bool = False) -> None:
-        self.choice = choice
-
-    def __get_pydantic_json_schema__(
-        self, core: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        names = list(providers.names())
-        one: JsonSchemaValue = {"type": "string", "enum": names}
-        if not self.choice:
-            return one
-        return {
-            "anyOf": [
-                {"type": "string", "enum": [*names, providers.AUTO]},
-                {"type": "array", "items": one, "minItems": 1, "maxItems": 10},
-            ],
-            "description": "A provider, `auto` (any healthy one with capacity), or a list in "
-            "order of preference (a retryable failure fails over to the next).",
-        }
-
-
-#: A known provider's name (422 naming the known ones otherwise).
-ProviderName = Annotated[str, AfterValidator(providers.check), _ProviderEnumSchema()]
-
-
-def _choice(value: str | list[str]) -> str | list[str]:
-    if isinstance(value, str):
-        return value if value == providers.AUTO else providers.check(value)
-    if not 1 <= len(value) <= 10:
-        raise ValueError("a list of providers holds 1 to 10 names")
-    for name in value:
-        providers.check(name)
-    return value
-
-
-#: What a job may ask for: one provider, `"auto"` (any healthy one with capacity), or a list
-#: in order of preference (the first healthy one with capacity; a retryable failure fails
-#: over to the next).
-ProviderChoice = Annotated[
-    str | list[str], AfterValidator(_choice), _ProviderEnumSchema(choice=True)
-]
 
 
 class JobStatus(str, Enum):

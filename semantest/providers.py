@@ -15,7 +15,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from semantest.config import Settings
 
@@ -87,3 +91,48 @@ def start_url(name: str, settings: Settings) -> str:
     if info is None or info.start_url is None:
         raise ValueError(f"provider {name!r} has no start URL (set SEMANTEST_PROVIDER_URLS)")
     return info.start_url.replace(SANDBOX_PLACEHOLDER, settings.sandbox_url)
+
+
+class _ProviderEnumSchema:
+    """Shows the known providers as the schema's enum, read when the schema is generated."""
+
+    def __init__(self, choice: bool = False) -> None:
+        self.choice = choice
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        known = list(names())
+        one: JsonSchemaValue = {"type": "string", "enum": known}
+        if not self.choice:
+            return one
+        return {
+            "anyOf": [
+                {"type": "string", "enum": [*known, AUTO]},
+                {"type": "array", "items": one, "minItems": 1, "maxItems": 10},
+            ],
+            "description": "A provider, `auto` (any healthy one with capacity), or a list in "
+            "order of preference (a retryable failure fails over to the next).",
+        }
+
+
+#: A known provider's name (422 naming the known ones otherwise).
+ProviderName = Annotated[str, AfterValidator(check), _ProviderEnumSchema()]
+
+
+def _choice(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, str):
+        return value if value == AUTO else check(value)
+    if not 1 <= len(value) <= 10:
+        raise ValueError("a list of providers holds 1 to 10 names")
+    for name in value:
+        check(name)
+    return value
+
+
+#: What a job may ask for: one provider, `"auto"` (any healthy one with capacity), or a list
+#: in order of preference (the first healthy one with capacity; a retryable failure fails
+#: over to the next).
+ProviderChoice = Annotated[
+    str | list[str], AfterValidator(_choice), _ProviderEnumSchema(choice=True)
+]
