@@ -50,6 +50,8 @@ def stack_settings(redis_url: str, db: int, data_dir: Path, **overrides: Any) ->
         "data_dir": data_dir,
         "sandbox_latency_ms": 0,
         "retry_backoff_s": [1],
+        # No canary jobs unless a test asks: one would take the next injected fault.
+        "canary_interval_s": 0,
     }
     settings = Settings(**(values | overrides))
     assert settings.chromium, "Chromium is not installed: run `make setup`"
