@@ -295,13 +295,17 @@ class Attempt:
         retryable = failure.retryable and not self.follow_up
 
         moved: list[str] = []
-        bad = await routing.degraded(self.runtime.redis) if record.providers else set()
+        bad: set[str] = set()
+        room: set[str] = set()
+        if record.providers:  # where it could fail over to
+            bad = await routing.degraded(self.runtime.redis)
+            room = await routing.capacity(self.runtime.redis)
 
         def fail(r: JobRecord) -> None:
             moved.clear()
             decision = attempts.decide(r, retryable, settings, wait_s=failure.retry_after_s)
             attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
-            target = attempts.fail_over(r, failure.job_code, bad)
+            target = attempts.fail_over(r, failure.job_code, bad, room)
             if target is not None:  # another provider: no reason to wait for this one
                 decision = attempts.Decision(retry=True, delay_s=0)
                 moved.append(target)

@@ -105,16 +105,21 @@ PROVIDER_FAULTS = frozenset(
 )
 
 
-def fail_over(record: JobRecord, code: str, degraded: Collection[str]) -> str | None:
+def fail_over(
+    record: JobRecord,
+    code: str,
+    degraded: Collection[str],
+    capacity: Collection[str] | None = None,
+) -> str | None:
     """After `record_failure`: a retrying job with candidate providers moves to the next one
-    not tried yet and not degraded (its record's `provider` changes); the new provider, or None
-    when the job stays where it is."""
+    not tried yet, not degraded and with a live slot (its record's `provider` changes); the new
+    provider, or None when the job stays where it is."""
     if record.status is not JobStatus.RETRYING or not record.providers:
         return None
     if code not in PROVIDER_FAULTS:
         return None
     tried = {entry.provider for entry in record.attempt_history}
-    target = routing.next_candidate(record.providers, tried, degraded)
+    target = routing.next_candidate(record.providers, tried, degraded, capacity)
     if target is None or target == record.provider:
         return None
     record.provider = target

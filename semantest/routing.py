@@ -38,11 +38,15 @@ def pick(wanted: Sequence[str], degraded: Collection[str], capacity: Collection[
 
 
 def next_candidate(
-    wanted: Sequence[str], tried: Collection[str], degraded: Collection[str]
+    wanted: Sequence[str],
+    tried: Collection[str],
+    degraded: Collection[str],
+    capacity: Collection[str] | None = None,
 ) -> str | None:
-    """Where a failed job fails over to: the next candidate not tried yet and not degraded."""
+    """Where a failed job fails over to: the next candidate not tried yet, not degraded and
+    (when `capacity` is given) with a live slot; None: it stays where it is."""
     for p in wanted:
-        if p not in tried and p not in degraded:
+        if p not in tried and p not in degraded and (capacity is None or p in capacity):
             return p
     return None
 

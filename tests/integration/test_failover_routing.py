@@ -140,6 +140,9 @@ def test_auto_and_lists_are_routed_by_health_and_capacity(api: httpx.Client, sta
     assert routing.pick(["chatgpt", "sandbox"], degraded={"chatgpt"}, capacity=set()) == "sandbox"
     assert routing.pick(["chatgpt"], degraded={"chatgpt"}, capacity=set()) == "chatgpt"
     assert routing.next_candidate(["a", "b", "c"], tried={"a"}, degraded={"b"}) == "c"
+    # no failover to a provider nobody serves now: the job stays and retries where it is
+    assert routing.next_candidate(["a", "b", "c"], {"a"}, set(), capacity={"a"}) is None
+    assert routing.next_candidate(["a", "b", "c"], {"a"}, set(), capacity={"c"}) == "c"
     # no agent has a slot: the first healthy candidate; a degraded one is skipped
     r = redis.Redis.from_url(stack.settings.redis_url or "")
     r.hset(keys.provider_health("gemini"), mapping={"status": "degraded"})
