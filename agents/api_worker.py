@@ -28,13 +28,13 @@ import httpx
 
 from agents import cancels
 from agents.api_providers import API_PROVIDERS, ApiProvider, api_key, build
-from agents.attempt import Outcome
+from agents.attempt import Outcome, give_back, settle_failure
 from agents.capture import store_image
 from agents.runtime import AgentRuntime, tree_memory
 from agents.slots import Slot
 from agents.worker import process_age_s, serve_runtime
 from browser_profiles.budget import AccountBudget
-from semantest import attempts, keys, metrics, tracing
+from semantest import keys, metrics, tracing
 from semantest.config import Settings, get_settings
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
 from semantest.fleet import AgentHeartbeat, AgentState, SlotState
@@ -269,35 +269,10 @@ class ApiAttempt:
 
     async def _failed(self, failure: JobFailure) -> Outcome:
         """Record the failed attempt as the retry policy decides (a 429 waits its notice)."""
-        record, settings = self.record, self.rt.settings
-        decided: list[attempts.Decision] = []
-
-        def fail(r: JobRecord) -> None:
-            decision = attempts.decide(r, failure.retryable, settings, wait_s=failure.retry_after_s)
-            attempts.record_failure(r, failure.job_code, failure.message, decision)
-            decided.append(decision)
-
-        try:
-            await self.rt.jobs.update(record.id, fail, lease=self.lease)
-        except (StaleLease, TerminalRecord):
-            return Outcome("skipped", record.id)
-        (decision,) = decided
-        log.warning(
-            "job %s attempt %d: %s %s (%s)", record.id, record.attempts, failure.job_code,
-            failure.message, f"retry in {decision.delay_s} s" if decision.retry else "failed",
-        )  # fmt: skip
-        if decision.retry:
-            return Outcome("retry", record.id, delay_s=decision.delay_s)
-        return Outcome("failed", record.id, detail={"error": failure.job_code})
+        return await settle_failure(self.rt, self.record, self.lease, failure, failure.retryable)
 
     async def _give_back(self, reason: str) -> Outcome:
-        try:
-            await self.rt.jobs.update(
-                self.record.id, lambda r: attempts.requeue_uncharged(r, reason), lease=self.lease
-            )
-        except (StaleLease, TerminalRecord):
-            return Outcome("skipped", self.record.id)
-        return Outcome("retry", self.record.id, delay_s=0)
+        return await give_back(self.rt, self.record, self.lease, reason)
 
 
 def run_api_worker(settings: Settings, name: str | None, provider: str) -> int:

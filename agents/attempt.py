@@ -286,64 +286,17 @@ class Attempt:
 
     async def _failed(self, failure: JobFailure) -> Outcome:
         """Record a failed attempt as the retry policy decides; the outcome tells RQ."""
-        record, settings = self.record, self.runtime.settings
         artifacts = await self._evidence(failure)
-        decided: list[attempts.Decision] = []
-
         # A follow-up's conversation is in this slot's tab only, and the provider may have seen
         # the message already: another attempt could not help.
         retryable = failure.retryable and not self.follow_up
-
-        moved: list[str] = []
-        bad: set[str] = set()
-        room: set[str] = set()
-        if record.providers:  # where it could fail over to
-            bad = await routing.degraded(self.runtime.redis)
-            room = await routing.capacity(self.runtime.redis)
-
-        def fail(r: JobRecord) -> None:
-            moved.clear()
-            decision = attempts.decide(r, retryable, settings, wait_s=failure.retry_after_s)
-            attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
-            target = attempts.fail_over(r, failure.job_code, bad, room)
-            if target is not None:  # another provider: no reason to wait for this one
-                decision = attempts.Decision(retry=True, delay_s=0)
-                moved.append(target)
-            decided.clear()
-            decided.append(decision)
-
-        try:
-            await self.runtime.jobs.update(record.id, fail, lease=self.lease)
-        except (StaleLease, TerminalRecord):
-            return Outcome("skipped", record.id)
-        (decision,) = decided
-        log.warning(
-            "job %s attempt %d: %s %s (%s)",
-            record.id,
-            record.attempts,
-            failure.job_code,
-            failure.message,
-            f"retry in {decision.delay_s} s" if decision.retry else "failed",
+        return await settle_failure(
+            self.runtime, self.record, self.lease, failure, retryable, artifacts
         )
-        if moved:
-            log.info("job %s fails over to %s", record.id, moved[0])
-            queue = keys.queue_name(moved[0], record.priority.value)
-            return Outcome("retry", record.id, detail={"failover": queue})
-        if decision.retry:
-            return Outcome("retry", record.id, delay_s=decision.delay_s)
-        return Outcome("failed", record.id, detail={"error": failure.job_code})
 
     async def _give_back(self, reason: str) -> Outcome:
         """The agent is stopping: the job goes back to the queue without using an attempt."""
-        record = self.record
-        try:
-            await self.runtime.jobs.update(
-                record.id, lambda r: attempts.requeue_uncharged(r, reason), lease=self.lease
-            )
-        except (StaleLease, TerminalRecord):
-            return Outcome("skipped", record.id)
-        log.info("job %s given back: %s", record.id, reason)
-        return Outcome("retry", record.id, delay_s=0)
+        return await give_back(self.runtime, self.record, self.lease, reason)
 
     async def _evidence(self, failure: JobFailure) -> dict[str, str]:
         """Keep what shows why the attempt failed, next to the job's other attempts':
@@ -385,3 +338,70 @@ class Attempt:
         except Exception as exc:
             log.warning("could not keep all evidence of %s: %s", record.id, exc)
         return kept
+
+
+async def settle_failure(
+    runtime: AgentRuntime,
+    record: JobRecord,
+    lease: str,
+    failure: JobFailure,
+    retryable: bool,
+    artifacts: dict[str, str] | None = None,
+) -> Outcome:
+    """Record a failed attempt of any worker (browser or API) and tell RQ what follows.
+
+    The retry policy (`attempts.decide`) decides; a job given a list of providers fails over
+    at once to the next healthy one with a free slot (`attempts.fail_over`).
+    """
+    settings = runtime.settings
+    decided: list[attempts.Decision] = []
+    moved: list[str] = []
+    bad: set[str] = set()
+    room: set[str] = set()
+    if record.providers:  # where it could fail over to
+        bad = await routing.degraded(runtime.redis)
+        room = await routing.capacity(runtime.redis)
+
+    def fail(r: JobRecord) -> None:
+        moved.clear()
+        decision = attempts.decide(r, retryable, settings, wait_s=failure.retry_after_s)
+        attempts.record_failure(r, failure.job_code, failure.message, decision, artifacts)
+        target = attempts.fail_over(r, failure.job_code, bad, room)
+        if target is not None:  # another provider: no reason to wait for this one
+            decision = attempts.Decision(retry=True, delay_s=0)
+            moved.append(target)
+        decided.clear()
+        decided.append(decision)
+
+    try:
+        await runtime.jobs.update(record.id, fail, lease=lease)
+    except (StaleLease, TerminalRecord):
+        return Outcome("skipped", record.id)
+    (decision,) = decided
+    log.warning(
+        "job %s attempt %d: %s %s (%s)",
+        record.id,
+        record.attempts,
+        failure.job_code,
+        failure.message,
+        f"retry in {decision.delay_s} s" if decision.retry else "failed",
+    )
+    if moved:
+        log.info("job %s fails over to %s", record.id, moved[0])
+        queue = keys.queue_name(moved[0], record.priority.value)
+        return Outcome("retry", record.id, detail={"failover": queue})
+    if decision.retry:
+        return Outcome("retry", record.id, delay_s=decision.delay_s)
+    return Outcome("failed", record.id, detail={"error": failure.job_code})
+
+
+async def give_back(runtime: AgentRuntime, record: JobRecord, lease: str, reason: str) -> Outcome:
+    """The worker is stopping: the job goes back to its queue without using an attempt."""
+    try:
+        await runtime.jobs.update(
+            record.id, lambda r: attempts.requeue_uncharged(r, reason), lease=lease
+        )
+    except (StaleLease, TerminalRecord):
+        return Outcome("skipped", record.id)
+    log.info("job %s given back: %s", record.id, reason)
+    return Outcome("retry", record.id, delay_s=0)

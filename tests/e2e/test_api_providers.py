@@ -303,3 +303,19 @@ def test_a_refused_key_fails_the_job_as_logged_out_without_retrying(api: httpx.C
         assert REVOKED_OPENAI not in record["error"]["message"]  # the API shows only its ends
         # no stability key of its own: the fleet's is used, and works
         assert run(c, {"prompt": "fine", "provider": "stability"})["status"] == "succeeded"
+
+
+def test_a_server_error_fails_over_to_the_next_api_in_the_list(
+    api: httpx.Client, standins: str
+) -> None:
+    fault = {"kind": "server", "count": 1}
+    assert httpx.post(f"{standins}/_standin/faults", json=fault).status_code == 200
+    prompt = f"fail over {time.time_ns()}"
+    record = run(api, {"prompt": prompt, "provider": ["stability", "openai"]})
+    assert (record["status"], record["attempts"]) == ("succeeded", 2), record
+    history = record["attemptHistory"]
+    assert [(h["provider"], h["error"]["code"]) for h in history] == [
+        ("stability", "PROVIDER_ERROR")
+    ]
+    assert record["provider"] == "openai", record
+    assert image_sha256s(api, record) == [sha(render(ImageSpec(prompt, 512, 512, 0, None, MODEL)))]
