@@ -236,6 +236,14 @@ def test_agents_are_given_time_to_drain(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_agents_and_webhook_workers_serve_metrics_on_the_pod_ip(target: str) -> None:
+    for name, container_name in (("semantest-agent", "agent"), ("semantest-webhooks", "webhooks")):
+        env = container(one(target, "Deployment", name), container_name).get("env", [])
+        (metrics_host,) = [e for e in env if e["name"] == "SEMANTEST_METRICS_HOST"]
+        assert metrics_host["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", name
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_pods_run_the_stack_commands_with_probes_resources_and_no_root(target: str) -> None:
     commands = {
         "semantest-controller": (["python", "-m", "controller"], "controller"),
