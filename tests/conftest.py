@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,23 +74,27 @@ def api_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Se
 
 
 @contextlib.contextmanager
-def serve_controller(settings: Settings) -> Iterator[str]:
-    """A real uvicorn serving a controller for `settings` on its port, in a thread."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
+def serve_app(app: Any, port: int, name: str = "app") -> Iterator[str]:
+    """A real uvicorn serving the ASGI `app` on a loopback `port`, in a thread."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "controller did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, f"{name} did not start"
         time.sleep(0.01)
     try:
-        yield settings.controller_url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def serve_controller(settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving a controller for `settings` on its port, in a thread."""
+    with serve_app(create_app(settings), settings.port, "controller"):
+        yield settings.controller_url
 
 
 @pytest.fixture(scope="session")

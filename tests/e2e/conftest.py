@@ -15,7 +15,6 @@ Every test that uses the shared stack or the shared sandbox starts with an empty
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from pydantic import SecretStr
 
 from semantest import keys
 from semantest.config import CHROMIUM_ARGS, Settings
 from semantest.stack import Stack, free_port
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, serve_app
 
 #: The Redis database of the plugin's addon server in this suite.
 ADDON_SERVER_DB = 57
@@ -108,19 +106,8 @@ def sandbox_url() -> Iterator[str]:
     """The sandbox provider (chat page, NDJSON stream, PNGs) in a thread, without latency."""
     from sandbox.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(latency_ms=0), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "sandbox did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(latency_ms=0), free_port(), "sandbox") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from sandbox.render import ImageSpec, render
 from sandbox.standins.app import create_app
 from semantest.stack import Stack, free_port
+from tests.conftest import serve_app
 from tests.e2e.conftest import stack_settings
 from tests.webhook_receiver import Receiver
 
@@ -42,19 +41,8 @@ MODEL = "gpt-image-1"
 def standins() -> Iterator[str]:
     """Both API stand-ins on one loopback port, accepting the keys above."""
     keys = {"openai": {FLEET_OPENAI, TENANT_OPENAI}, "stability": {FLEET_STABILITY}}
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(keys), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "stand-ins did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(keys), free_port(), "stand-ins") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
