@@ -37,7 +37,6 @@ from addons.bundle import Bundle
 from addons.registry import Registry, Served
 from semantest.errors import AddonNotFound
 from semantest.metrics import ADDON_REQUESTS
-from semantest.plans import Endpoint
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 REVALIDATE = b"no-cache"
@@ -256,14 +255,14 @@ def _request_id(request_headers: Mapping[bytes, bytes]) -> bytes:
 
 async def _rate_limit(scope: Scope, state: Any) -> list[tuple[bytes, bytes]] | None:
     """The addon bucket's check for this request: its headers, or None when refused."""
-    from controller.ratelimit import limiter_of  # the route modules' import order
+    from controller.ratelimit import RateLimiter, limiter_of  # the route modules' import order
 
-    request = Request(scope)
-    limiter = limiter_of(request, state)
-    client = request.client.host if request.client else "unknown"
-    subject, buckets = limiter.buckets_of(None, Endpoint.ADDONS, client)
+    limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+    if limiter is None:
+        limiter = limiter_of(Request(scope), state)
+    client = scope.get("client")
     try:
-        decision = await limiter.check(subject, buckets)
+        decision = await limiter.check_anonymous_addons(client[0] if client else "unknown")
     except (RedisError, OSError):
         return []  # as the routes do: unlimited while Redis is unreachable
     return decision.headers() if decision.allowed else None

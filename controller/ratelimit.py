@@ -22,11 +22,20 @@ every check off. The check rides out a short Redis outage like every other comma
 (`semantest/redis_clients.py`); when Redis stays unreachable the request goes through unlimited
 (logged): the route itself reports what it cannot do without Redis.
 
+Checks are auto-pipelined: the checks a process starts in one event-loop tick go to Redis as
+one pipeline (`transaction=False`, one round trip, one `EVALSHA` per check), and each caller
+awaits its own answer. Every check is still its own atomic script run against the one shared
+Redis, so the semantics are those of one call per request; only the round trips are shared.
+A `NOSCRIPT` answer (Redis restarted or `SCRIPT FLUSH`) loads the script again and re-sends
+the checks it refused; a Redis error fails every check of that pipeline as it would have
+failed alone.
+
 Must not import the route modules (they import this one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,7 +46,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from starlette.types import Message, Receive, Scope, Send
 
 from controller.auth import AddonCallerDep, Caller, CallerDep
@@ -129,12 +138,20 @@ class Decision:
 _HEADER_NAMES = (b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset")
 
 
+#: One queued check: its keys, its arguments and the future its caller awaits.
+_Pending = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
+
+
 class RateLimiter:
-    """Checks requests against the plans, one script call per request."""
+    """Checks requests against the plans, one script run per request, auto-pipelined."""
 
     def __init__(self, redis: Redis, plans: Mapping[str, Plan]) -> None:
         self.plans = plans
+        self._redis = redis
         self._script = redis.register_script(CHECK_LUA)
+        self._pending: list[_Pending] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._anonymous_addons = self._addons(self.plan(DEFAULT_PLAN))
 
     def plan(self, name: str) -> Plan:
         """The plan of that name; `standard` for a name we do not know."""
@@ -146,7 +163,7 @@ class RateLimiter:
         for _name, limit in buckets:
             args += [limit.interval_us, limit.capacity]
         names = [keys.rate_bucket(name, subject) for name, _ in buckets]
-        raw = [int(v) for v in await self._script(keys=names, args=args)]
+        raw = [int(v) for v in await self._run(names, args)]
         allowed, wait_us, rest = raw[0] == 1, raw[1], raw[2:]
         return Decision(
             allowed=allowed,
@@ -156,6 +173,59 @@ class RateLimiter:
                 for i, (name, limit) in enumerate(buckets)
             ),
         )
+
+    async def check_anonymous_addons(self, client: str) -> Decision:
+        """The addon bucket of a request without a key, by client address (the hot path)."""
+        return await self.check(f"ip:{client}", ((Endpoint.ADDONS.value, self._anonymous_addons),))
+
+    def _run(self, names: list[str], args: list[int]) -> asyncio.Future[list[Any]]:
+        """Queue one script run; the queue goes out as one pipeline on the loop's next turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((names, args, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        """Run the batch's scripts in one round trip; answer (or fail) each caller."""
+        try:
+            results = await self._pipeline(batch)
+            refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if refused:  # the script cache was emptied: load it again, re-send those
+                await self._redis.script_load(CHECK_LUA)
+                again = await self._pipeline([batch[i] for i in refused])
+                for i, r in zip(refused, again, strict=True):
+                    results[i] = r
+        except asyncio.CancelledError:
+            for _names, _args, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # every caller gets the error its own call would have had
+            for _names, _args, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_names, _args, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        sha = self._script.sha
+        for names, args, _future in batch:
+            pipe.evalsha(sha, len(names), *names, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     def buckets_of(
         self, caller: Caller | None, endpoint: Endpoint | None, client: str
