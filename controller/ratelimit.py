@@ -138,8 +138,9 @@ class Decision:
 _HEADER_NAMES = (b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset")
 
 
-#: One queued check: its keys, its arguments and the future its caller awaits.
-_Pending = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
+#: One queued check: the script's arguments (key count, keys, limits; bytes, so redis-py sends
+#: them as they are) and the future its caller awaits.
+_Pending = tuple[list[bytes], "asyncio.Future[list[Any]]"]
 
 
 class RateLimiter:
@@ -149,6 +150,8 @@ class RateLimiter:
         self.plans = plans
         self._redis = redis
         self._script = redis.register_script(CHECK_LUA)
+        self._sha = self._script.sha.encode()
+        self._encoded: dict[Limit, list[bytes]] = {}
         self._pending: list[_Pending] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self._anonymous_addons = self._addons(self.plan(DEFAULT_PLAN))
@@ -159,11 +162,11 @@ class RateLimiter:
 
     async def check(self, subject: str, buckets: Sequence[tuple[str, Limit]]) -> Decision:
         """Take one request from every bucket of `subject`, or from none of them."""
-        args: list[int] = []
+        args = [str(len(buckets)).encode()]
+        args += [keys.rate_bucket(name, subject).encode() for name, _ in buckets]
         for _name, limit in buckets:
-            args += [limit.interval_us, limit.capacity]
-        names = [keys.rate_bucket(name, subject) for name, _ in buckets]
-        raw = [int(v) for v in await self._run(names, args)]
+            args += self._encoded.get(limit) or self._encode(limit)
+        raw = [int(v) for v in await self._run(args)]
         allowed, wait_us, rest = raw[0] == 1, raw[1], raw[2:]
         return Decision(
             allowed=allowed,
@@ -178,11 +181,16 @@ class RateLimiter:
         """The addon bucket of a request without a key, by client address (the hot path)."""
         return await self.check(f"ip:{client}", ((Endpoint.ADDONS.value, self._anonymous_addons),))
 
-    def _run(self, names: list[str], args: list[int]) -> asyncio.Future[list[Any]]:
+    def _encode(self, limit: Limit) -> list[bytes]:
+        encoded = [str(limit.interval_us).encode(), str(limit.capacity).encode()]
+        self._encoded[limit] = encoded
+        return encoded
+
+    def _run(self, args: list[bytes]) -> asyncio.Future[list[Any]]:
         """Queue one script run; the queue goes out as one pipeline on the loop's next turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append((names, args, future))
+        self._pending.append((args, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return future
@@ -204,15 +212,15 @@ class RateLimiter:
                 for i, r in zip(refused, again, strict=True):
                     results[i] = r
         except asyncio.CancelledError:
-            for _names, _args, future in batch:
+            for _args, future in batch:
                 future.cancel()
             raise
         except Exception as exc:  # every caller gets the error its own call would have had
-            for _names, _args, future in batch:
+            for _args, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_names, _args, future), result in zip(batch, results, strict=True):
+        for (_args, future), result in zip(batch, results, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(result, BaseException):
@@ -222,9 +230,8 @@ class RateLimiter:
 
     async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        sha = self._script.sha
-        for names, args, _future in batch:
-            pipe.evalsha(sha, len(names), *names, *args)
+        for args, _future in batch:
+            pipe.execute_command(b"EVALSHA", self._sha, *args)
         return list(await pipe.execute(raise_on_error=False))
 
     def buckets_of(
