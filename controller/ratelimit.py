@@ -22,13 +22,14 @@ every check off. The check rides out a short Redis outage like every other comma
 (`semantest/redis_clients.py`); when Redis stays unreachable the request goes through unlimited
 (logged): the route itself reports what it cannot do without Redis.
 
-Checks are auto-pipelined: the checks a process starts in one event-loop tick go to Redis as
-one pipeline (`transaction=False`, one round trip, one `EVALSHA` per check), and each caller
-awaits its own answer. Every check is still its own atomic script run against the one shared
-Redis, so the semantics are those of one call per request; only the round trips are shared.
-A `NOSCRIPT` answer (Redis restarted or `SCRIPT FLUSH`) loads the script again and re-sends
-the checks it refused; a Redis error fails every check of that pipeline as it would have
-failed alone.
+Checks are auto-pipelined: the checks a process starts in one event-loop tick go to Redis
+together, as one `EVALSHA` of the script that runs them one after the other (one round trip,
+at most 256 checks a call), and each caller awaits its own answer. Each check is still decided
+atomically on its own buckets, exactly as if it had run alone, against the one Redis every
+process shares; only the round trip (and the script call's overhead) is shared. A `NOSCRIPT`
+answer (Redis restarted or `SCRIPT FLUSH`) loads the script again and re-sends the call once; a
+Redis error fails every check of that call as it would have failed alone, and a cancelled
+caller leaves the others' answers alone.
 
 Must not import the route modules (they import this one).
 """
@@ -65,38 +66,49 @@ OVERALL = "all"
 _WARN_EVERY_S = 10.0
 _warned_at = -_WARN_EVERY_S
 
-#: KEYS: one bucket each. ARGV: per bucket, the microseconds one request costs and how many
-#: requests the bucket holds. Returns: allowed (1/0), microseconds until it would be allowed,
-#: then per bucket the requests it would still take now and microseconds until it is full.
-#: A bucket's value is its theoretical arrival time (TAT): full while TAT <= now; a request
-#: fits while TAT + interval - capacity * interval <= now.
+#: Many checks in one script run, each one exactly as if it ran alone, one after the other.
+#: KEYS: every check's buckets, check after check. ARGV: the number of checks, then per check
+#: its number of buckets and, per bucket, the microseconds one request costs and how many
+#: requests the bucket holds. Returns, per check: allowed (1/0), microseconds until it would
+#: be allowed, then per bucket the requests it would still take now and microseconds until it
+#: is full. A bucket's value is its theoretical arrival time (TAT): full while TAT <= now; a
+#: request fits while TAT + interval - capacity * interval <= now.
 CHECK_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tats = {}
-local wait = 0
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local capacity = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat
-  local early = tat + interval - capacity * interval - now
-  if early > wait then wait = early end
-end
-local allowed = wait <= 0
-local out = {allowed and 1 or 0, math.ceil(wait)}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local capacity = tonumber(ARGV[2 * i])
-  local tat = tats[i]
-  if allowed then
-    tat = tat + interval
-    redis.call('SET', KEYS[i], string.format('%.0f', tat),
-               'PX', math.ceil((tat - now) / 1000) + 1)
+local out = {}
+local k = 0
+local a = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  local tats = {}
+  local wait = 0
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 1])
+    local capacity = tonumber(ARGV[a + 2 * i])
+    local tat = tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    if tat < now then tat = now end
+    tats[i] = tat
+    local early = tat + interval - capacity * interval - now
+    if early > wait then wait = early end
   end
-  out[#out + 1] = math.floor((now + capacity * interval - tat) / interval)
-  out[#out + 1] = tat - now
+  local allowed = wait <= 0
+  out[#out + 1] = allowed and 1 or 0
+  out[#out + 1] = math.ceil(wait)
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 1])
+    local capacity = tonumber(ARGV[a + 2 * i])
+    local tat = tats[i]
+    if allowed then
+      tat = tat + interval
+      redis.call('SET', KEYS[k + i], string.format('%.0f', tat),
+                 'PX', math.ceil((tat - now) / 1000) + 1)
+    end
+    out[#out + 1] = math.floor((now + capacity * interval - tat) / interval)
+    out[#out + 1] = tat - now
+  end
+  k = k + n
+  a = a + 2 * n + 1
 end
 return out
 """
@@ -138,13 +150,15 @@ class Decision:
 _HEADER_NAMES = (b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset")
 
 
-#: One queued check: the script's arguments (key count, keys, limits; bytes, so redis-py sends
-#: them as they are) and the future its caller awaits.
-_Pending = tuple[list[bytes], "asyncio.Future[list[Any]]"]
+#: One queued check: its keys, its arguments (bucket count, then the limits; bytes, so redis-py
+#: sends them as they are) and the future its caller awaits.
+_Pending = tuple[list[bytes], list[bytes], "asyncio.Future[list[int]]"]
+#: The most checks one script run takes (a script holds Redis while it runs: ~1 µs a check).
+_MAX_BATCH = 256
 
 
 class RateLimiter:
-    """Checks requests against the plans, one script run per request, auto-pipelined."""
+    """Checks requests against the plans: each one atomic, the checks of one tick in one call."""
 
     def __init__(self, redis: Redis, plans: Mapping[str, Plan]) -> None:
         self.plans = plans
@@ -162,11 +176,11 @@ class RateLimiter:
 
     async def check(self, subject: str, buckets: Sequence[tuple[str, Limit]]) -> Decision:
         """Take one request from every bucket of `subject`, or from none of them."""
+        names = [keys.rate_bucket(name, subject).encode() for name, _ in buckets]
         args = [str(len(buckets)).encode()]
-        args += [keys.rate_bucket(name, subject).encode() for name, _ in buckets]
         for _name, limit in buckets:
             args += self._encoded.get(limit) or self._encode(limit)
-        raw = [int(v) for v in await self._run(args)]
+        raw = await self._run(names, args)
         allowed, wait_us, rest = raw[0] == 1, raw[1], raw[2:]
         return Decision(
             allowed=allowed,
@@ -186,11 +200,11 @@ class RateLimiter:
         self._encoded[limit] = encoded
         return encoded
 
-    def _run(self, args: list[bytes]) -> asyncio.Future[list[Any]]:
-        """Queue one script run; the queue goes out as one pipeline on the loop's next turn."""
+    def _run(self, names: list[bytes], args: list[bytes]) -> asyncio.Future[list[int]]:
+        """Queue one check; the queue goes out as one script run on the loop's next turn."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append((args, future))
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._pending.append((names, args, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return future
@@ -202,37 +216,39 @@ class RateLimiter:
         task.add_done_callback(self._flushing.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
-        """Run the batch's scripts in one round trip; answer (or fail) each caller."""
+        """Run the batch's checks in one script call; answer (or fail) each caller."""
         try:
-            results = await self._pipeline(batch)
-            refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if refused:  # the script cache was emptied: load it again, re-send those
-                await self._redis.script_load(CHECK_LUA)
-                again = await self._pipeline([batch[i] for i in refused])
-                for i, r in zip(refused, again, strict=True):
-                    results[i] = r
+            results: list[int] = []
+            for start in range(0, len(batch), _MAX_BATCH):
+                results += await self._script_call(batch[start : start + _MAX_BATCH])
         except asyncio.CancelledError:
-            for _args, future in batch:
+            for _names, _args, future in batch:
                 future.cancel()
             raise
         except Exception as exc:  # every caller gets the error its own call would have had
-            for _args, future in batch:
+            for _names, _args, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_args, future), result in zip(batch, results, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        at = 0
+        for names, _args, future in batch:
+            end = at + 2 + 2 * len(names)
+            if not future.done():  # else its caller was cancelled
+                future.set_result(results[at:end])
+            at = end
 
-    async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for args, _future in batch:
-            pipe.execute_command(b"EVALSHA", self._sha, *args)
-        return list(await pipe.execute(raise_on_error=False))
+    async def _script_call(self, batch: Sequence[_Pending]) -> list[int]:
+        names: list[bytes] = []
+        args = [str(len(batch)).encode()]
+        for keys_, args_, _future in batch:
+            names += keys_
+            args += args_
+        command = [self._sha, str(len(names)).encode(), *names, *args]
+        try:
+            return list(await self._redis.execute_command(b"EVALSHA", *command))  # type: ignore[no-untyped-call]
+        except NoScriptError:  # the script cache was emptied (restart, SCRIPT FLUSH): load it
+            await self._redis.script_load(CHECK_LUA)
+            return list(await self._redis.execute_command(b"EVALSHA", *command))  # type: ignore[no-untyped-call]
 
     def buckets_of(
         self, caller: Caller | None, endpoint: Endpoint | None, client: str

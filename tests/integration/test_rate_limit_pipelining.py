@@ -1,11 +1,11 @@
 """Auto-pipelined rate-limit checks against real Redis: coalescing keeps every check atomic.
 
-The checks a process starts in one event-loop tick go out as one pipeline (one round trip, one
-script run per check). These tests fire many checks at once and look at what Redis decided:
-exactly the bucket's capacity through, each allowed check with its own remaining count, one
-connection used for the whole burst, a flushed script cache recovered, cancelled callers not
-disturbing the others, and an unreachable Redis failing every caller (the routes then let the
-request through).
+The checks a process starts in one event-loop tick go out together (one round trip, one script
+call deciding each check in turn, at most 256 a call). These tests fire many checks at once and
+look at what Redis decided: exactly the bucket's capacity through, each allowed check with its
+own remaining count, one connection used for the whole burst, a flushed script cache
+recovered, cancelled callers not disturbing the others, and an unreachable Redis failing every
+caller (the routes then let the request through).
 """
 
 from __future__ import annotations
@@ -148,3 +148,22 @@ def test_checks_from_different_ticks_get_their_own_pipelines(redis_url: str) -> 
         return seen
 
     assert run(redis_url, body) == [999, 998, 997, 996, 995]
+
+
+def test_mixed_checks_in_one_tick_each_get_their_own_answer(redis_url: str) -> None:
+    """600 checks at once (more than one script call holds), one or two buckets each."""
+    small, overall = Limit(7, HOUR), Limit(11, HOUR)
+
+    async def body(limiter: RateLimiter, client: AsyncRedis) -> tuple[int, int, int]:
+        a, b = subject(), subject()
+        one = [limiter.check(a, [("x", small)]) for _ in range(300)]
+        two = [limiter.check(b, [("x", small), ("all", overall)]) for _ in range(300)]
+        mixed = [c for pair in zip(one, two, strict=True) for c in pair]
+        decisions = await asyncio.gather(*mixed)
+        ones, twos = decisions[0::2], decisions[1::2]
+        assert all(len(d.buckets) == 1 for d in ones) and all(len(d.buckets) == 2 for d in twos)
+        left = [d.buckets[1].remaining for d in twos if d.allowed]
+        assert sorted(left) == list(range(4, 11))  # the overall bucket lent 7 of its 11
+        return sum(d.allowed for d in ones), sum(d.allowed for d in twos), connections()
+
+    assert run(redis_url, body) == (7, 7, 1)
