@@ -14,28 +14,22 @@ or could not be reached.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
+from semantest.cli_http import api_client, api_send
 from semantest.cli_jobs import (
     CLIENT_ENV,
-    EXIT_REFUSED,
     EXIT_USAGE,
     ApiKey,
     AsJson,
     Url,
-    _explain,
     client_command,
     err,
 )
-from semantest.client_calls import API, DEFAULT_URL, auth_headers, connection
-from semantest.client_replies import connection_failed, error_from
-from semantest.errors import SemantestError
+from semantest.client_calls import DEFAULT_URL
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -57,8 +51,8 @@ def list_addons(
     api_key: ApiKey = None,
 ) -> None:
     """List the addons a channel serves: id, version, bundle hash and match patterns."""
-    with _client(url, api_key) as http:
-        found = _send(http, "GET", "/addons", params={"channel": channel}).json()
+    with api_client(url, api_key) as http:
+        found = api_send(http, "GET", "/addons", params={"channel": channel}).json()
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -86,8 +80,8 @@ def publish(
     The same bytes again change nothing; other bytes under a published version are refused."""
     manifest, files = _read_folder(folder)
     addon_id, version = manifest.get("id"), manifest.get("version")
-    with _client(url, api_key) as http:
-        reply = _send(
+    with api_client(url, api_key) as http:
+        reply = api_send(
             http,
             "PUT",
             f"/addons/{addon_id}/versions/{version}",
@@ -112,9 +106,9 @@ def promote(
     api_key: ApiKey = None,
 ) -> None:
     """Make a published version current on a channel."""
-    with _client(url, api_key) as http:
+    with api_client(url, api_key) as http:
         body = {"version": version, "channel": channel}
-        answer = _send(http, "POST", f"/addons/{addon_id}/promote", json=body).json()
+        answer = api_send(http, "POST", f"/addons/{addon_id}/promote", json=body).json()
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -130,8 +124,8 @@ def rollback(
     api_key: ApiKey = None,
 ) -> None:
     """Move a channel back to the version it served before."""
-    with _client(url, api_key) as http:
-        answer = _send(
+    with api_client(url, api_key) as http:
+        answer = api_send(
             http, "POST", f"/addons/{addon_id}/rollback", json={"channel": channel}
         ).json()
     if as_json:
@@ -164,25 +158,3 @@ def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
 def _channels(channels: dict[str, str | None]) -> None:
     for name, version in channels.items():
         typer.echo(f"{name}: {version or '-'}")
-
-
-@contextmanager
-def _client(url: str, api_key: str | None) -> Iterator[httpx.Client]:
-    """An HTTP client of the API; an error ends the command with a message (exit 3)."""
-    base, key = connection(url, api_key)
-    try:
-        with httpx.Client(base_url=base, headers=auth_headers(key), timeout=30) as http:
-            yield http
-    except SemantestError as exc:
-        _explain(exc, base)
-        raise typer.Exit(EXIT_REFUSED) from None
-
-
-def _send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    try:
-        response = http.request(method, f"{API}{path}", **kwargs)
-    except httpx.TransportError as exc:
-        raise connection_failed(http.base_url, exc) from exc
-    if not response.is_success:
-        raise error_from(response)
-    return response

@@ -12,8 +12,7 @@ Exit codes: 0 done, 2 bad usage, 3 the controller refused the request or could n
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -21,20 +20,18 @@ import typer
 
 from semantest.admin_models import KeyCreated, KeyInfo, KeyList
 from semantest.api_keys import DEFAULT_SCOPES
+from semantest.cli_http import api_client, api_send
 from semantest.cli_jobs import (
     CLIENT_ENV,
-    EXIT_REFUSED,
     ApiKey,
     AsJson,
     CommandFunction,
     Url,
-    _explain,
     client_command,
     err,
 )
-from semantest.client_calls import API, DEFAULT_URL, auth_headers, connection
-from semantest.client_replies import connection_failed, error_from, parse
-from semantest.errors import SemantestError
+from semantest.client_calls import DEFAULT_URL
+from semantest.client_replies import parse
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -83,7 +80,7 @@ def create(
         body["plan"] = plan
     if scopes is not None:
         body["scopes"] = scopes.replace(",", " ").split()
-    with _admin(url, api_key) as http:
+    with api_client(url, api_key) as http:
         created = parse(KeyCreated, _send(http, "POST", "/keys", json=body))
     if as_json:
         typer.echo(created.model_dump_json(by_alias=True, indent=2, exclude_none=True))
@@ -109,7 +106,7 @@ def list_keys(
 
     The keys themselves are never shown again; a revoked key stays listed as revoked."""
     params = {"tenant": tenant} if tenant else None
-    with _admin(url, api_key) as http:
+    with api_client(url, api_key) as http:
         found = parse(KeyList, _send(http, "GET", "/keys", params=params))
     if as_json:
         typer.echo(found.model_dump_json(by_alias=True, indent=2))
@@ -144,7 +141,7 @@ def revoke(
     """Revoke a key by its prefix.
 
     The controller refuses the key within a second; its record stays, marked revoked."""
-    with _admin(url, api_key) as http:
+    with api_client(url, api_key) as http:
         revoked = parse(KeyInfo, _send(http, "DELETE", f"/keys/{prefix}"))
     if as_json:
         typer.echo(revoked.model_dump_json(by_alias=True, indent=2))
@@ -155,26 +152,8 @@ def revoke(
 # --- talking to the controller ---------------------------------------------------------------
 
 
-@contextmanager
-def _admin(url: str, api_key: str | None) -> Iterator[httpx.Client]:
-    """An HTTP client of the admin API; an error ends the command with a message (exit 3)."""
-    base, key = connection(url, api_key)
-    try:
-        with httpx.Client(base_url=base, headers=auth_headers(key), timeout=30) as http:
-            yield http
-    except SemantestError as exc:
-        _explain(exc, base)
-        raise typer.Exit(EXIT_REFUSED) from None
-
-
 def _send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    try:
-        response = http.request(method, f"{API}/admin{path}", **kwargs)
-    except httpx.TransportError as exc:
-        raise connection_failed(http.base_url, exc) from exc
-    if not response.is_success:
-        raise error_from(response)
-    return response
+    return api_send(http, method, f"/admin{path}", **kwargs)
 
 
 # --- output ----------------------------------------------------------------------------------
