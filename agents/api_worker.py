@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import sys
@@ -37,7 +36,7 @@ from browser_profiles.budget import AccountBudget
 from semantest import keys, metrics, tracing
 from semantest.config import Settings, get_settings
 from semantest.errors import GenerationFailed, JobFailure, RetryableFailure
-from semantest.fleet import AgentHeartbeat, AgentState, SlotState
+from semantest.fleet import AgentState, SlotState
 from semantest.jobstore import JobStore, StaleLease, TerminalRecord
 from semantest.logs import bind, configure_logging
 from semantest.models import ImageRecord, JobRecord, JobStatus, Stage
@@ -113,23 +112,9 @@ class ApiRuntime(AgentRuntime):
             await self.http.aclose()
         await self.redis.aclose()
 
-    def heartbeat(self) -> AgentHeartbeat:
-        """What this worker says about itself (no extension, no addons)."""
-        return AgentHeartbeat(
-            id=self.agent_id,
-            boot=self.boot,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            state=self.state,
-            providers=[self.provider],
-            slots=[slot.info() for slot in self.slots],
-            started_at=self.started_at,
-            beat_at=time.time(),
-            ready_after_s=self.ready_after_s,
-            jobs_done=self.jobs_done,
-            rss_bytes=self.rss_bytes,
-            pss_bytes=self.pss_bytes,
-        )
+    def hello(self) -> None:
+        """No extension: the heartbeat names no extension version and no addons."""
+        return None
 
     def has_budget(self, slot: Slot) -> bool:
         """An API's own limits answer 429, which the retry policy handles: no hourly budget."""

@@ -30,6 +30,7 @@ from agents.early import AgentLoop
 from agents.slots import Slot
 from browser_profiles.budget import AccountBudget
 from browser_profiles.profiles import OpenProfile, open_agent_profile
+from extension_bridge.protocol import Hello
 from extension_bridge.server import BridgeServer
 from semantest import attempts, keys, providers
 from semantest.config import Settings
@@ -255,9 +256,13 @@ class AgentRuntime:
             except Exception:
                 log.exception("closing ended chats failed")
 
+    def hello(self) -> Hello | None:
+        """What the extension said when it connected (its version and addons), if it has."""
+        return self.bridge.state.hello
+
     def heartbeat(self) -> AgentHeartbeat:
         """What this agent says about itself now."""
-        hello = self.bridge.state.hello
+        hello = self.hello()
         return AgentHeartbeat(
             id=self.agent_id,
             boot=self.boot,
