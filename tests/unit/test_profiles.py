@@ -222,6 +222,11 @@ def test_stale_singleton_markers_are_cleared_and_orphans_killed(tmp_path: Path) 
         [sys.executable, "-c", "import time; time.sleep(60)", f"--user-data-dir={profile}"]
     )
     try:
+        # Until the child has exec'd it is a copy of pytest, without the flag in its cmdline.
+        deadline = time.monotonic() + 10
+        while f"--user-data-dir={profile}" not in psutil.Process(orphan.pid).cmdline():
+            assert time.monotonic() < deadline, "the stand-in Chromium did not start"
+            time.sleep(0.01)
         (profile / "SingletonLock").symlink_to(f"{socket.gethostname()}-{orphan.pid}")
         assert clear_stale_singleton(profile) == orphan.pid
         # psutil reaped it (it is our child here), so only its absence can be checked.
