@@ -14,6 +14,7 @@ Every test that uses the shared stack or the shared sandbox starts with an empty
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -172,6 +173,24 @@ def submit(api: httpx.Client, prompt: str) -> str:
     assert reply.status_code == 202, reply.text
     job_id: str = reply.json()["jobId"]
     return job_id
+
+
+def run_job(api: httpx.Client, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """Submit one generate request and wait until its job is final; the final record."""
+    accepted = api.post("/api/v1/images/generate", json=body)
+    assert accepted.status_code == 202, accepted.text
+    return wait_final(api, accepted.json()["jobId"], timeout)
+
+
+def served_sha256s(api: httpx.Client, record: dict[str, Any]) -> list[str]:
+    """sha256 of the bytes the controller serves for each image of the record (each checked
+    against the record's own sha256)."""
+    out = []
+    for image in record["images"]:
+        data = api.get(image["url"], follow_redirects=True).content
+        assert hashlib.sha256(data).hexdigest() == image["sha256"]
+        out.append(image["sha256"])
+    return out
 
 
 def job_events(stack: Stack, job_id: str) -> list[dict[str, Any]]:

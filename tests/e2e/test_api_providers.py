@@ -13,7 +13,6 @@ import base64
 import hashlib
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +22,8 @@ from sandbox.render import ImageSpec, render
 from sandbox.standins.app import create_app
 from semantest.stack import Stack, free_port
 from tests.conftest import serve_app
+from tests.e2e.conftest import run_job as run
+from tests.e2e.conftest import served_sha256s as image_sha256s
 from tests.e2e.conftest import stack_settings
 from tests.webhook_receiver import Receiver
 
@@ -82,29 +83,6 @@ def api(api_stack: Stack, standins: str) -> Iterator[httpx.Client]:
         base_url=api_stack.url, headers={"X-API-Key": api_stack.admin_key}, timeout=10
     ) as client:
         yield client
-
-
-def run(api: httpx.Client, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    accepted = api.post("/api/v1/images/generate", json=body)
-    assert accepted.status_code == 202, accepted.text
-    job_id = accepted.json()["jobId"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record: dict[str, Any] = api.get(f"/api/v1/images/status/{job_id}").json()
-        if record["status"] in ("succeeded", "failed", "canceled"):
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {record}")
-
-
-def image_sha256s(api: httpx.Client, record: dict[str, Any]) -> list[str]:
-    """sha256 of the bytes the controller serves for each image of the record."""
-    out = []
-    for image in record["images"]:
-        data = api.get(image["url"], follow_redirects=True).content
-        assert hashlib.sha256(data).hexdigest() == image["sha256"]
-        out.append(image["sha256"])
-    return out
 
 
 def sha(data: bytes) -> str:

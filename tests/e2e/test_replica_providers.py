@@ -22,6 +22,8 @@ import pytest
 from sandbox.render import render_png
 from sandbox.replicas.app import Running, serve
 from semantest.stack import Stack, free_port
+from tests.e2e.conftest import run_job as run
+from tests.e2e.conftest import served_sha256s as stored_sha256
 from tests.e2e.conftest import stack_settings
 
 pytestmark = pytest.mark.e2e
@@ -74,28 +76,6 @@ def fault(replicas: Running, provider: str, kind: str, **extra: Any) -> None:
         verify=False,
     )
     assert reply.status_code == 200, reply.text
-
-
-def run(api: httpx.Client, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    accepted = api.post("/api/v1/images/generate", json=body)
-    assert accepted.status_code == 202, accepted.text
-    job_id = accepted.json()["jobId"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record: dict[str, Any] = api.get(f"/api/v1/images/status/{job_id}").json()
-        if record["status"] in ("succeeded", "failed", "canceled"):
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {record}")
-
-
-def stored_sha256(api: httpx.Client, record: dict[str, Any]) -> list[str]:
-    out = []
-    for image in record["images"]:
-        data = api.get(image["url"], follow_redirects=True).content
-        assert hashlib.sha256(data).hexdigest() == image["sha256"]
-        out.append(image["sha256"])
-    return out
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
